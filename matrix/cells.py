@@ -1,0 +1,90 @@
+"""Expands a Spec into cells: the product of bases × pins × modes, less excludes, plus includes.
+
+Pure planning: no engine, no installer. A cell's id is what users type to select it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import itertools
+from dataclasses import dataclass
+
+from matrix.spec import CellFilter, Spec
+
+
+@dataclass(frozen=True)
+class Cell:
+    base: str
+    mode: str
+    # (package, version) in the order packages appear in the matrix file.
+    pins: tuple[tuple[str, str], ...]
+
+    @property
+    def id(self) -> str:
+        parts = [self.base, *(f"{name}{version}" for name, version in self.pins), self.mode]
+        return "-".join(parts)
+
+    @property
+    def pin_dict(self) -> dict[str, str]:
+        return dict(self.pins)
+
+    def requirements(self) -> list[str]:
+        return [f"{name}=={version}" for name, version in self.pins]
+
+
+@dataclass(frozen=True)
+class Excluded:
+    cell: Cell
+    reason: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    cells: tuple[Cell, ...]
+    excluded: tuple[Excluded, ...]
+
+
+def _matches(cell: Cell, f: CellFilter) -> bool:
+    if f.base is not None and f.base != cell.base:
+        return False
+    if f.mode is not None and f.mode != cell.mode:
+        return False
+    pins = cell.pin_dict
+    return all(pins.get(name) == version for name, version in f.pins)
+
+
+def plan(spec: Spec) -> Plan:
+    names = spec.package_names
+    axes = [versions for _, versions in spec.packages]
+    cells: dict[str, Cell] = {}
+    excluded: list[Excluded] = []
+    for base in spec.bases:
+        for combo in itertools.product(*axes):
+            for mode in spec.modes:
+                cell = Cell(base.name, mode, tuple(zip(names, combo)))
+                rule = next((f for f in spec.exclude if _matches(cell, f)), None)
+                if rule is not None:
+                    excluded.append(Excluded(cell, rule.reason))
+                else:
+                    cells.setdefault(cell.id, cell)
+    for f in spec.include:
+        assert f.base is not None  # validated
+        pins = dict(f.pins)
+        ordered = tuple((n, pins[n]) for n in names if n in pins)
+        for mode in [f.mode] if f.mode else list(spec.modes):
+            cell = Cell(f.base, mode, ordered)
+            cells.setdefault(cell.id, cell)  # an include equal to a product cell adds nothing
+    return Plan(tuple(cells.values()), tuple(excluded))
+
+
+def select(cells: tuple[Cell, ...], patterns: list[str] | None) -> tuple[Cell, ...]:
+    """Cells whose id matches any of the glob patterns (all cells when none are given)."""
+    if not patterns:
+        return cells
+    return tuple(c for c in cells if any(fnmatch.fnmatchcase(c.id, p) for p in patterns))
+
+
+def install_order(cell: Cell, spec: Spec) -> list[tuple[str, str]]:
+    """The pins in the order layered mode installs them."""
+    pins = cell.pin_dict
+    return [(name, pins[name]) for name in spec.layered_order if name in pins]

@@ -1,0 +1,144 @@
+"""Turns installer output and probe records into exactly one outcome per cell.
+
+Works on recorded text and JSON only, so every rule here is unit-tested from real output.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import signal
+from dataclasses import dataclass
+from typing import Any
+
+
+class Outcome(str, enum.Enum):
+    PASS = "pass"
+    WARN = "warn"
+    IMPORT_ERROR = "import-error"
+    CRASH = "crash"
+    TIMEOUT = "timeout"
+    RESOLVE_CONFLICT = "resolve-conflict"
+    NO_WHEEL = "no-wheel"
+    BUILD_ERROR = "build-error"
+    INFRA_ERROR = "infra-error"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def is_incompatibility(self) -> bool:
+        """Evidence against the combination (infra errors never are)."""
+        return self not in (Outcome.PASS, Outcome.WARN, Outcome.INFRA_ERROR)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: Outcome
+    error: str = ""
+
+
+# The tool's world failing, not the combination. Checked first: pip prints "No matching
+# distribution" when it merely could not reach the index.
+_INFRA = re.compile(
+    r"NewConnectionError|Max retries exceeded|Temporary failure in name resolution|"
+    r"Name or service not known|Failed to establish a new connection|ProxyError|SSLError|"
+    r"CERTIFICATE_VERIFY_FAILED|Read timed out|Connection reset by peer|ConnectionResetError|"
+    r"Network is unreachable|Could not fetch URL|toomanyrequests|No space left on device|"
+    r"Temporary failure resolving|Could not resolve host|error sending request|dns error|"
+    r"failed to fetch|operation timed out",
+    re.IGNORECASE,
+)
+_CONFLICT = re.compile(
+    r"ResolutionImpossible|conflicting dependencies|No solution found when resolving|"
+    r"requirements are unsatisfiable",
+)
+_NO_WHEEL = re.compile(
+    r"No matching distribution found|Could not find a version that satisfies|"
+    r"has no wheels with a matching|no wheels? (?:are|is) available|"
+    r"Only sdist|only has source distributions|is not available for this platform",
+)
+_CONFLICT_DETAIL = re.compile(r"^\s*(\S+ \S+ depends on .+)$", re.MULTILINE)
+_ERROR_LINE = re.compile(r"^(?:ERROR|error): (.+)$", re.MULTILINE)
+
+# Printed by a probe that still passed, yet announcing the breakage to come.
+TROUBLE = re.compile(
+    r"compiled using NumPy 1\.x cannot be run in|numpy\.dtype size changed|"
+    r"A NumPy version >=[^\n]* is required for this version of SciPy|"
+    r"_ARRAY_API not found|binary incompatibility|Failed to initialize NumPy",
+)
+
+
+def _first_error(log: str) -> str:
+    m = _ERROR_LINE.search(log)
+    if m:
+        return m.group(1).strip()
+    lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
+    return lines[-1] if lines else "the install failed with no output"
+
+
+def classify_install(log: str) -> Verdict:
+    """The outcome of a failed install step, from the installer's own output."""
+    infra = _INFRA.search(log)
+    if infra:
+        return Verdict(Outcome.INFRA_ERROR, _line_of(log, infra.start()))
+    if _CONFLICT.search(log):
+        error = _first_error(log)
+        detail = _CONFLICT_DETAIL.findall(log)
+        if detail:
+            error += " (" + "; ".join(d.strip() for d in detail) + ")"
+        return Verdict(Outcome.RESOLVE_CONFLICT, error)
+    if _NO_WHEEL.search(log):
+        # The "No matching distribution" line is the shorter, clearer of pip's two.
+        m = re.search(r"No matching distribution found for \S+", log)
+        return Verdict(Outcome.NO_WHEEL, m.group(0) if m else _first_error(log))
+    return Verdict(Outcome.BUILD_ERROR, _first_error(log))
+
+
+def _line_of(text: str, pos: int) -> str:
+    start = text.rfind("\n", 0, pos) + 1
+    end = text.find("\n", pos)
+    return text[start : end if end >= 0 else len(text)].strip()
+
+
+def _signal_name(num: int) -> str:
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return f"signal {num}"
+
+
+def classify_probe(record: dict[str, Any]) -> Verdict:
+    """One probe's verdict from the driver's record of it."""
+    name = record.get("probe", "?")
+    result = record.get("result") or {}
+    stderr = record.get("stderr_tail") or ""
+    if record.get("timed_out"):
+        return Verdict(Outcome.TIMEOUT, f"{name}: did not finish within the time limit")
+    sig = record.get("signal")
+    if sig:
+        return Verdict(Outcome.CRASH, f"{name}: killed by {_signal_name(int(sig))}")
+    status = result.get("status")
+    if status == "fail":
+        return Verdict(Outcome.IMPORT_ERROR, f"{name}: {result.get('error') or 'failed'}")
+    if status not in ("pass", "skip") or record.get("returncode"):
+        # The probe ended without a verdict: an interpreter abort or an exit from package code.
+        last = [ln for ln in stderr.splitlines() if ln.strip()]
+        why = last[-1].strip() if last else f"exited with code {record.get('returncode')}"
+        return Verdict(Outcome.IMPORT_ERROR, f"{name}: {why}")
+    for text in [stderr, *result.get("warnings", [])]:
+        trouble = TROUBLE.search(text)
+        if trouble:
+            return Verdict(Outcome.WARN, f"{name}: {_line_of(text, trouble.start())}")
+    return Verdict(Outcome.PASS)
+
+
+# When probes disagree, the cell takes the gravest verdict; its error is that probe's.
+_SEVERITY = [Outcome.CRASH, Outcome.TIMEOUT, Outcome.IMPORT_ERROR, Outcome.WARN, Outcome.PASS]
+
+
+def classify_probes(records: list[dict[str, Any]]) -> Verdict:
+    if not records:
+        return Verdict(Outcome.INFRA_ERROR, "the probe driver reported no probe")
+    verdicts = [classify_probe(r) for r in records]
+    return min(verdicts, key=lambda v: _SEVERITY.index(v.outcome))

@@ -1,0 +1,151 @@
+"""The command line: `compat-matrix run | list | reproduce` (also `python -m matrix`).
+
+A chain of small steps (load → plan → select → run → report); each ends the command with an
+exit code from errors.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from matrix import __version__, cells, dockerfile, probing, report, spec
+from matrix.classify import Outcome
+from matrix.errors import EXIT_INFRA, EXIT_OK, CompatMatrixError, ConfigError
+from matrix.install import redact
+
+
+def _err(message: str) -> None:
+    print(f"compat-matrix: {message}", file=sys.stderr)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="compat-matrix", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"compat-matrix {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def config_arg(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--config", default="matrix.yaml", type=Path,
+                        help="the matrix file (default: matrix.yaml)")
+
+    run = sub.add_parser("run", help="build, probe and classify every selected cell")
+    config_arg(run)
+    run.add_argument("--results", default="results", type=Path, help="output directory (default: results)")
+    run.add_argument("--select", action="append", metavar="GLOB",
+                     help="only cells whose id matches (repeatable), e.g. 'bookworm-py311-*'")
+    run.add_argument("--keep", action="store_true", help="keep each cell's image for inspection")
+
+    ls = sub.add_parser("list", help="print the cells, one id per line; nothing is built")
+    config_arg(ls)
+    ls.add_argument("--select", action="append", metavar="GLOB")
+
+    rep = sub.add_parser("reproduce", help="print the Dockerfile and commands that rebuild one cell")
+    config_arg(rep)
+    rep.add_argument("cell", metavar="CELL_ID")
+    rep.add_argument("--write", type=Path, metavar="DIR",
+                     help="also lay out the build context in DIR, ready for docker build")
+    return p
+
+
+def _selected(args: argparse.Namespace) -> tuple[spec.Spec, cells.Plan, tuple[cells.Cell, ...]]:
+    s = spec.load(args.config)
+    plan = cells.plan(s)
+    chosen = cells.select(plan.cells, args.select)
+    if not chosen:
+        hint = f" (e.g. {plan.cells[0].id})" if plan.cells else ""
+        raise ConfigError(str(args.config), "--select", f"{args.select} matches no cell",
+                          f"run `compat-matrix list --config {args.config}` for the ids{hint}")
+    return s, plan, chosen
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    _, plan, chosen = _selected(args)
+    for c in chosen:
+        print(c.id)
+    for ex in plan.excluded:
+        print(f"excluded: {ex.cell.id} ({ex.reason})", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    s = spec.load(args.config)
+    plan = cells.plan(s)
+    found = {c.id: c for c in plan.cells} | {e.cell.id: e.cell for e in plan.excluded}
+    cell = found.get(args.cell)
+    if cell is None:
+        close = difflib.get_close_matches(args.cell, list(found), n=1)
+        raise ConfigError(str(args.config), "CELL_ID", f"no cell {args.cell!r} in this matrix",
+                          f"did you mean {close[0]}?" if close else "see `compat-matrix list`")
+    ctx = dockerfile.context(cell, s)
+    tag = "compat-matrix-repro:latest"
+    print(f"# Rebuild cell {cell.id}")
+    if args.write:
+        ctx.write(args.write)
+        print(f"# build context written to {args.write}")
+        where = shlex.quote(str(args.write))
+    else:
+        print("# Save the Dockerfile below in an empty directory; put beside it:")
+        for name, source in sorted(ctx.files.items()):
+            if not name.startswith("probes/"):
+                print(f"#   {name}  (a copy of {source})")
+        print(f"#   probes/  (a copy of {probing.probes_dir()})")
+        where = "."
+    print(f"#   docker build --network host -t {tag} {where}")
+    pins = shlex.quote("COMPAT_MATRIX_PINS=" + json.dumps(cell.pin_dict))
+    print(f"#   docker run --rm --network none -e {pins} {tag} {dockerfile.VENV_PYTHON} {dockerfile.DRIVER}")
+    print()
+    print(redact(ctx.dockerfile), end="")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from matrix import sweep
+    from matrix.docker_backend import DockerBackend
+    from matrix.engine import DockerEngine, EngineFault
+
+    s, plan, chosen = _selected(args)
+    engine = DockerEngine()  # before anything is written: no engine, no change to results/
+    run_id = sweep.new_run_id()
+    backend = DockerBackend(engine, s, run_id, keep=args.keep)
+    results: Path = args.results
+    print(f"compat-matrix run {run_id}: {len(chosen)} cells on {engine.description}"
+          + (f" ({len(plan.excluded)} excluded)" if plan.excluded else ""))
+    try:
+        with sweep.sigterm_raises():
+            outcome = sweep.sweep(chosen, backend, results, run_id)
+    finally:
+        if not args.keep:
+            try:
+                engine.remove_labelled(run_id)
+            except EngineFault as e:
+                _err(f"cleanup of run {run_id} failed: {e}")
+    paths = report.write(outcome.records, results, s.package_names)
+    print(f"{len(outcome.records)}/{outcome.total} cells: {report.summary(outcome.records)}")
+    print("wrote " + ", ".join(str(p) for p in paths) + f", logs in {results / 'logs'}")
+    if outcome.interrupted is not None:
+        _err(f"interrupted after {len(outcome.records)} of {outcome.total} cells; the table holds those")
+        return outcome.interrupted
+    infra = [r for r in outcome.records if r.outcome is Outcome.INFRA_ERROR]
+    if infra:
+        _err(f"{len(infra)} cell(s) ended in infra-error (no verdict); see their logs and run them again")
+        return EXIT_INFRA
+    return EXIT_OK
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "reproduce": cmd_reproduce}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except CompatMatrixError as e:
+        _err(str(e))
+        return e.exit_code
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130

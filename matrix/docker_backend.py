@@ -1,0 +1,129 @@
+"""The docker backend: one throwaway image per cell, probes run in a locked-down container.
+
+Receives an engine object (engine.DockerEngine, or a fake in unit tests) and never imports docker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Protocol
+
+from matrix import dockerfile, probing
+from matrix.cells import Cell
+from matrix.classify import Outcome, Verdict, classify_install, classify_probes
+from matrix.engine import CELL_LABEL, RUN_LABEL, BuildResult, EngineFault, RunResult
+from matrix.install import redact
+from matrix.spec import Spec
+from matrix.store import Record
+
+# The driver's own start-up and the container's, on top of each probe's limit.
+_RUN_SLACK_S = 60.0
+
+
+class Engine(Protocol):
+    description: str
+
+    def ensure_image(self, ref: str) -> str | None: ...
+    def build(self, context_dir: Path, tag: str) -> BuildResult: ...
+    def run(self, image: str, command: list[str], *, environment: dict[str, str],
+            labels: dict[str, str], memory: str, timeout_s: float) -> RunResult: ...
+    def remove_labelled(self, run_id: str, cell: str | None = None) -> int: ...
+
+
+def cell_key(cell: Cell) -> str:
+    """A short, tag-safe name for a cell (ids can be long and hold upper-case letters)."""
+    return hashlib.sha256(cell.id.encode()).hexdigest()[:12]
+
+
+class DockerBackend:
+    name = "docker"
+
+    def __init__(self, engine: Engine, spec: Spec, run_id: str, *, keep: bool = False) -> None:
+        self.engine = engine
+        self.spec = spec
+        self.run_id = run_id
+        self.keep = keep
+        self._base_errors: dict[str, str | None] = {}
+
+    def _base_error(self, base_name: str) -> str | None:
+        # Once per base: a missing image is the same failure for all of its cells.
+        if base_name not in self._base_errors:
+            self._base_errors[base_name] = self.engine.ensure_image(self.spec.base(base_name).image)
+        return self._base_errors[base_name]
+
+    def run_cell(self, cell: Cell, log_dir: Path) -> Record:
+        started = time.monotonic()
+        record = Record(cell=cell.id, base=cell.base, mode=cell.mode, pins=cell.pin_dict,
+                        outcome=Outcome.INFRA_ERROR, backend=self.name, run_id=self.run_id)
+        try:
+            verdict = self._run(cell, log_dir, record)
+        except EngineFault as e:
+            verdict = Verdict(Outcome.INFRA_ERROR, redact(str(e)))
+        finally:
+            if not self.keep:
+                try:
+                    self.engine.remove_labelled(self.run_id, cell=cell_key(cell))
+                except EngineFault:
+                    pass  # the end-of-run sweep by label tries again
+        record.outcome, record.error = verdict.outcome, verdict.error
+        record.duration_s = round(time.monotonic() - started, 2)
+        return record
+
+    def labels(self, cell: Cell) -> dict[str, str]:
+        return {RUN_LABEL: self.run_id, CELL_LABEL: cell_key(cell)}
+
+    def image_tag(self, cell: Cell) -> str:
+        return f"compat-matrix-cell:{self.run_id.lower()}-{cell_key(cell)}"
+
+    def _run(self, cell: Cell, log_dir: Path, record: Record) -> Verdict:
+        base_error = self._base_error(cell.base)
+        if base_error:
+            return Verdict(Outcome.INFRA_ERROR, base_error)
+        ctx = dockerfile.context(cell, self.spec, self.labels(cell))
+        (log_dir / "Dockerfile").write_text(redact(ctx.dockerfile), encoding="utf-8")
+        tag = self.image_tag(cell)
+        with tempfile.TemporaryDirectory(prefix="compat-matrix-ctx-") as tmp:
+            ctx.write(Path(tmp))
+            built = self.engine.build(Path(tmp), tag)
+        (log_dir / "build.log").write_text(redact(built.log), encoding="utf-8")
+        if not built.ok:
+            return classify_install(redact(built.log))
+
+        limits = self.spec.limits
+        nonce = probing.new_nonce()
+        n_probes = len([n for n in probing.probe_files() if not n.startswith("_")])
+        ran = self.engine.run(
+            tag, [dockerfile.VENV_PYTHON, dockerfile.DRIVER],
+            environment=probing.environment(cell, nonce, limits.timeout_s),
+            labels=self.labels(cell), memory=limits.memory,
+            timeout_s=limits.timeout_s * max(n_probes, 1) + _RUN_SLACK_S,
+        )
+        report = probing.parse(ran.stdout, nonce)
+        record.python, record.installed = report.python, report.installed
+        with open(log_dir / "probes.jsonl", "w", encoding="utf-8") as f:
+            for p in report.probes:
+                f.write(json.dumps(p, sort_keys=True) + "\n")
+        (log_dir / "driver.stderr").write_text(ran.stderr, encoding="utf-8")
+        return judge_run(ran, report, limits.memory)
+
+
+def judge_run(ran: RunResult, report: probing.DriverReport, memory: str) -> Verdict:
+    """The cell's verdict from the probe container: the probes first, then how it ended."""
+    verdict = classify_probes(report.probes) if report.probes else None
+    if ran.oom_killed:
+        return Verdict(Outcome.CRASH, f"out of memory: the engine killed the probes at the {memory} limit")
+    if verdict is not None and verdict.outcome not in (Outcome.PASS, Outcome.WARN):
+        return verdict
+    if ran.timed_out:
+        return Verdict(Outcome.TIMEOUT, "the probes did not finish within the time limit")
+    if report.python is None:
+        last = [ln for ln in ran.stderr.splitlines() if ln.strip()]
+        why = last[-1] if last else f"exit code {ran.exit_code}"
+        return Verdict(Outcome.BUILD_ERROR, f"the environment cannot run Python: {why}")
+    if not report.complete:
+        return Verdict(Outcome.CRASH, f"the probe driver died (exit code {ran.exit_code})")
+    return verdict or Verdict(Outcome.INFRA_ERROR, "the probe driver reported no probe")

@@ -1,0 +1,174 @@
+"""The Docker Engine, through the docker SDK. The only module that imports `docker`.
+
+Everything the sweep needs from an engine is here as plain values (BuildResult, RunResult), so the
+rest of the code never sees an SDK type, and a daemon failure arrives as EngineFault.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from matrix.errors import EngineUnavailable
+
+RUN_LABEL = "org.compat-matrix.run"
+# The classic builder colours a step's stderr; the classifier reads plain lines.
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+CELL_LABEL = "org.compat-matrix.cell"
+
+
+class EngineFault(Exception):
+    """The daemon failed us (gone, refused, errored): the cell is an infra-error, not a verdict."""
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    ok: bool
+    log: str
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    timed_out: bool = False
+    oom_killed: bool = False
+
+
+_FAULTS = (docker.errors.DockerException, requests.exceptions.RequestException, ConnectionError)
+
+
+class DockerEngine:
+    def __init__(self, client: docker.DockerClient | None = None) -> None:
+        try:
+            self.client = client or docker.from_env(timeout=600)
+            version = self.client.version()
+        except _FAULTS as e:
+            host = os.environ.get("DOCKER_HOST", "the default socket")
+            raise EngineUnavailable(
+                f"no Docker Engine answered at {host} ({type(e).__name__}): start dockerd or set "
+                "DOCKER_HOST to a reachable engine"
+            ) from None
+        self.description = f"docker {version.get('Version', '?')} ({self.client.api.base_url})"
+
+    def has_image(self, ref: str) -> bool:
+        try:
+            self.client.images.get(ref)
+            return True
+        except docker.errors.ImageNotFound:
+            return False
+        except _FAULTS as e:
+            raise EngineFault(f"inspecting {ref}: {e}") from e
+
+    def ensure_image(self, ref: str) -> str | None:
+        """Make a base image available; None when it is, else why it is not."""
+        if self.has_image(ref):
+            return None
+        try:
+            self.client.images.pull(ref)
+            return None
+        except _FAULTS as e:
+            return f"base image {ref} is not on the engine and could not be pulled: {_short(e)}"
+
+    def build(self, context_dir: Path, tag: str) -> BuildResult:
+        log: list[str] = []
+        error = ""
+        try:
+            stream = self.client.api.build(
+                path=str(context_dir), tag=tag, rm=True, forcerm=True, pull=False,
+                network_mode="host", decode=True,
+            )
+            for chunk in stream:
+                if "stream" in chunk:
+                    log.append(_ANSI.sub("", str(chunk["stream"])))
+                elif "error" in chunk:
+                    error = str(chunk["error"]).strip()
+                    log.append(error + "\n")
+                elif "status" in chunk:
+                    log.append(str(chunk["status"]) + "\n")
+        except _FAULTS as e:
+            raise EngineFault(f"build of {tag} failed in the engine: {_short(e)}") from e
+        return BuildResult(ok=not error, log="".join(log), error=error)
+
+    def run(
+        self,
+        image: str,
+        command: list[str],
+        *,
+        environment: dict[str, str],
+        labels: dict[str, str],
+        memory: str,
+        timeout_s: float,
+    ) -> RunResult:
+        """Run a command with no network and a memory limit; the container is always removed."""
+        try:
+            container = self.client.containers.create(
+                image, command=command, environment=environment, labels=labels,
+                network_mode="none", mem_limit=memory, memswap_limit=memory, pids_limit=512,
+                cap_drop=["ALL"], security_opt=["no-new-privileges"], read_only=True,
+                tmpfs={"/tmp": "rw,size=512m"}, user="65534:65534", detach=True,
+            )
+        except _FAULTS as e:
+            raise EngineFault(f"creating a container from {image}: {_short(e)}") from e
+        try:
+            container.start()
+            timed_out = False
+            exit_code: int | None = None
+            try:
+                exit_code = int(container.wait(timeout=timeout_s)["StatusCode"])
+            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+                timed_out = True
+                container.kill()
+            stdout = container.logs(stdout=True, stderr=False).decode("utf-8", "replace")
+            stderr = container.logs(stdout=False, stderr=True).decode("utf-8", "replace")
+            container.reload()
+            oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
+            return RunResult(exit_code, stdout, stderr, timed_out=timed_out, oom_killed=oom)
+        except _FAULTS as e:
+            raise EngineFault(f"running {image}: {_short(e)}") from e
+        finally:
+            try:
+                container.remove(force=True)
+            except _FAULTS:
+                pass  # remove_labelled() catches it at the end of the run
+
+    def remove_labelled(self, run_id: str, cell: str | None = None) -> int:
+        """Remove every container and image of a run (or of one cell of it). Returns how many."""
+        filters = [f"{RUN_LABEL}={run_id}"] + ([f"{CELL_LABEL}={cell}"] if cell else [])
+        removed = 0
+        try:
+            for c in self.client.containers.list(all=True, filters={"label": filters}):
+                c.remove(force=True)
+                removed += 1
+            # A failed build leaves a chain of untagged layers; children must go before parents,
+            # so sweep until nothing more can be removed.
+            while True:
+                images = self.client.images.list(all=True, filters={"label": filters})
+                progress = False
+                for img in images:
+                    try:
+                        self.client.images.remove(img.id, force=True)
+                        removed += 1
+                        progress = True
+                    except docker.errors.NotFound:
+                        progress = True
+                    except docker.errors.APIError:
+                        continue
+                if not images or not progress:
+                    break
+        except _FAULTS as e:
+            raise EngineFault(f"cleaning up run {run_id}: {_short(e)}") from e
+        return removed
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[-1] if text else type(e).__name__

@@ -1,0 +1,54 @@
+"""The installer steps of a cell: what `together` and `layered` mean as pip invocations.
+
+Shared by every backend, so a mode means the same thing wherever it runs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from matrix.cells import Cell, install_order
+from matrix.spec import Spec
+
+
+@dataclass(frozen=True)
+class Step:
+    # Arguments after `python -m pip`.
+    args: tuple[str, ...]
+
+
+def options(spec: Spec, find_links: list[str]) -> list[str]:
+    """Installer options for every step; `find_links` as the installer will see them."""
+    opts = []
+    if spec.install.only_binary:
+        opts.append("--only-binary=:all:")
+    if spec.install.index_url:
+        opts += ["--index-url", spec.install.index_url]
+    for url in spec.install.extra_index_urls:
+        opts += ["--extra-index-url", url]
+    for link in find_links:
+        opts += ["--find-links", link]
+    return opts
+
+
+def steps(cell: Cell, spec: Spec, find_links: list[str]) -> list[Step]:
+    opts = options(spec, find_links)
+    if cell.mode == "together":
+        return [Step(("install", *opts, *cell.requirements()))]
+    # layered: what a Dockerfile with one `RUN pip install` per package produces. The first step
+    # resolves normally; every later one is forced over what is there (--no-deps), which is how a
+    # later line silently replaces a numpy an earlier scipy was built against.
+    out = []
+    for i, (name, version) in enumerate(install_order(cell, spec)):
+        force = ("--no-deps",) if i else ()
+        out.append(Step(("install", *opts, *force, f"{name}=={version}")))
+    return out
+
+
+_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@'\"]+@")
+
+
+def redact(text: str) -> str:
+    """Hide credentials in URLs (https://user:token@host → https://***@host)."""
+    return _CREDENTIALS.sub(r"\g<scheme>***@", text)

@@ -1,0 +1,431 @@
+"""Reads a matrix file and validates it completely before anything runs.
+
+Everything that later reaches a shell line, an image reference or an installer argument passes
+through here first, so the rest of the code can trust a `Spec`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from matrix.errors import ConfigError
+
+MODES = ("together", "layered")
+
+# PEP 508 names; ASCII letters, digits, and . _ - inside.
+_NAME = re.compile(r"^([A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9])$")
+# A plain version: the characters PEP 440 allows, no spaces, no operators, no markers.
+_VERSION_CHARS = re.compile(r"^[A-Za-z0-9.!+_-]+$")
+_BASE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# A Docker image reference: [registry[:port]/]path[:tag][@digest]; nothing a shell would act on.
+_IMAGE = re.compile(
+    r"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?"
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
+)
+_PYTHON = re.compile(r"^[A-Za-z0-9_./+-]+$")
+_MEMORY = re.compile(r"^[0-9]+[bkmgBKMG]?$")
+_URL = re.compile(r"^(https?|file)://[^\s'\"`$;|&<>\\]+$")
+
+TOP_KEYS = ("bases", "packages", "modes", "layered_order", "exclude", "include", "install", "limits")
+BASE_KEYS = ("image", "setup", "python")
+INSTALL_KEYS = ("only_binary", "index_url", "extra_index_urls", "find_links", "ca_bundle")
+LIMIT_KEYS = ("timeout_s", "memory")
+
+
+@dataclass(frozen=True)
+class Base:
+    name: str
+    image: str
+    python: str = "python3"
+    setup: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class InstallOptions:
+    only_binary: bool = True
+    index_url: str | None = None
+    extra_index_urls: tuple[str, ...] = ()
+    # Local directories (absolute, on this machine) or URLs.
+    find_links: tuple[str, ...] = ()
+    # The CA bundle on this machine handed to the installer inside every cell; None for none.
+    ca_bundle: Path | None = None
+
+
+@dataclass(frozen=True)
+class Limits:
+    timeout_s: float = 300.0
+    memory: str = "4g"
+
+
+@dataclass(frozen=True)
+class CellFilter:
+    """One `exclude` or `include` entry: a base, a mode and pins, any of them optional."""
+
+    base: str | None = None
+    mode: str | None = None
+    pins: tuple[tuple[str, str], ...] = ()
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Spec:
+    path: Path
+    bases: tuple[Base, ...]
+    # Package name (as written) and its versions, in file order.
+    packages: tuple[tuple[str, tuple[str, ...]], ...]
+    modes: tuple[str, ...]
+    layered_order: tuple[str, ...]
+    exclude: tuple[CellFilter, ...] = ()
+    include: tuple[CellFilter, ...] = ()
+    install: InstallOptions = field(default_factory=InstallOptions)
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def package_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.packages)
+
+    def base(self, name: str) -> Base:
+        for b in self.bases:
+            if b.name == name:
+                return b
+        raise KeyError(name)
+
+
+class _Loader(yaml.SafeLoader):
+    """safe_load, plus a refusal of duplicate keys (YAML silently keeps the last one)."""
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load(path: str | os.PathLike[str]) -> Spec:
+    """Read and validate a matrix file. Raises ConfigError naming the file, the key and the fix."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(p), "", "no such file", "pass an existing matrix file with --config") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(str(p), "", f"cannot read it ({e})", "check the path and its permissions") from None
+    return parse(text, p)
+
+
+def parse(text: str, path: Path) -> Spec:
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.YAMLError as e:
+        raise ConfigError(str(path), "", f"not valid YAML: {e}", "fix the YAML syntax at the place shown") from None
+    return _Validator(path).spec(data)
+
+
+def _did_you_mean(word: str, choices: tuple[str, ...] | list[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(choices)}"
+
+
+class _Validator:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file = str(path)
+
+    def fail(self, key: str, problem: str, fix: str = "") -> ConfigError:
+        return ConfigError(self.file, key, problem, fix)
+
+    def mapping(self, value: Any, key: str, allowed: tuple[str, ...] | None) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(key or "(top level)", f"expected a mapping, got {_kind(value)}")
+        for k in value:
+            if not isinstance(k, str):
+                raise self.fail(key or "(top level)", f"key {k!r} is not a string", "quote the key")
+            if allowed is not None and k not in allowed:
+                where = f"{key}.{k}" if key else k
+                raise self.fail(where, "unknown key", _did_you_mean(k, allowed))
+        return value
+
+    def string_list(self, value: Any, key: str, *, allow_empty: bool = True) -> list[str]:
+        if not isinstance(value, list):
+            raise self.fail(key, f"expected a list, got {_kind(value)}")
+        if not value and not allow_empty:
+            raise self.fail(key, "is empty", "give at least one entry")
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or not item.strip():
+                raise self.fail(f"{key}[{i}]", f"expected a non-empty string, got {_kind(item)}")
+        return value
+
+    def spec(self, data: Any) -> Spec:
+        if data is None:
+            raise self.fail("", "the file is empty", "declare at least bases and packages")
+        top = self.mapping(data, "", TOP_KEYS)
+        for required in ("bases", "packages"):
+            if required not in top:
+                raise self.fail(required, "missing", f"add a '{required}:' section (see README)")
+        bases = self.bases(top["bases"])
+        packages = self.packages(top["packages"])
+        names = tuple(n for n, _ in packages)
+        modes = self.modes(top.get("modes", ["together"]))
+        layered_order = self.layered_order(top.get("layered_order", list(names)), names)
+        base_names = tuple(b.name for b in bases)
+        exclude = self.filters(top.get("exclude", []), "exclude", base_names, modes, packages)
+        include = self.filters(top.get("include", []), "include", base_names, modes, packages)
+        return Spec(
+            path=self.path,
+            bases=bases,
+            packages=packages,
+            modes=modes,
+            layered_order=layered_order,
+            exclude=exclude,
+            include=include,
+            install=self.install(top.get("install", {})),
+            limits=self.limits(top.get("limits", {})),
+        )
+
+    def bases(self, value: Any) -> tuple[Base, ...]:
+        bases = self.mapping(value, "bases", None)
+        if not bases:
+            raise self.fail("bases", "is empty", "declare at least one base image")
+        out = []
+        for name, raw in bases.items():
+            key = f"bases.{name}"
+            if not _BASE_NAME.match(name):
+                raise self.fail(key, "a base name may hold only letters, digits, '.', '_' and '-'",
+                                "rename it, e.g. bookworm-py311")
+            body = self.mapping(raw, key, BASE_KEYS)
+            if "image" not in body:
+                raise self.fail(f"{key}.image", "missing", 'add image: "python:3.11-slim-bookworm"')
+            image = body["image"]
+            if not isinstance(image, str) or not _IMAGE.match(image):
+                raise self.fail(f"{key}.image", f"{image!r} is not an image reference",
+                                "use name[:tag][@sha256:digest] with no spaces or shell characters")
+            python = body.get("python", "python3")
+            if not isinstance(python, str) or not _PYTHON.match(python):
+                raise self.fail(f"{key}.python", f"{python!r} is not an interpreter path or name",
+                                "use e.g. /usr/bin/python3.10 or python3")
+            setup = tuple(self.string_list(body.get("setup", []), f"{key}.setup"))
+            for i, step in enumerate(setup):
+                if "\n" in step:
+                    raise self.fail(f"{key}.setup[{i}]", "a setup step spans several lines",
+                                    "give each command as its own list entry")
+            out.append(Base(name=name, image=image, python=python, setup=setup))
+        return tuple(out)
+
+    def packages(self, value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        packages = self.mapping(value, "packages", None)
+        if not packages:
+            raise self.fail("packages", "is empty", "declare at least one package, e.g. numpy: [\"1.26.4\"]")
+        seen: dict[str, str] = {}
+        out = []
+        for name, versions in packages.items():
+            key = f"packages.{name}"
+            if not _NAME.match(name):
+                raise self.fail(key, f"{name!r} is not a package name (PEP 508)",
+                                "use the distribution name only; versions go in the list")
+            canon = canonicalize_name(name)
+            if canon in seen:
+                raise self.fail(key, f"same package as {seen[canon]!r}", "keep one of the two")
+            seen[canon] = name
+            if not isinstance(versions, list):
+                raise self.fail(key, f"expected a list of versions, got {_kind(versions)}",
+                                f'write {name}: ["1.0.0"]')
+            if not versions:
+                raise self.fail(key, "is empty", "give at least one version")
+            pins = []
+            for i, v in enumerate(versions):
+                pin = self.version(v, f"{key}[{i}]")
+                if pin in pins:
+                    raise self.fail(f"{key}[{i}]", f"{pin} is listed twice", "remove the duplicate")
+                pins.append(pin)
+            out.append((name, tuple(pins)))
+        return tuple(out)
+
+    def version(self, value: Any, key: str) -> str:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise self.fail(key, f"expected a version string, got {_kind(value)}", 'quote it: "1.26.4"')
+        if isinstance(value, float):
+            # YAML reads 1.10 as the float 1.1: the version the user meant is already lost.
+            raise self.fail(key, f"{value!r} was read as a number, not a version",
+                            f'quote it: "{value}" (YAML turns 1.10 into 1.1)')
+        text = str(value)
+        bad = not _VERSION_CHARS.match(text)
+        if not bad:
+            try:
+                Version(text)
+            except InvalidVersion:
+                bad = True
+        if bad:
+            raise self.fail(key, f"{text!r} is not a plain PEP 440 version",
+                            "give an exact version such as \"2.2.6\"; no operators, markers, URLs or spaces")
+        return text
+
+    def modes(self, value: Any) -> tuple[str, ...]:
+        modes = self.string_list(value, "modes", allow_empty=False)
+        for i, m in enumerate(modes):
+            if m not in MODES:
+                raise self.fail(f"modes[{i}]", f"unknown mode {m!r}", _did_you_mean(m, MODES))
+        if len(set(modes)) != len(modes):
+            raise self.fail("modes", "a mode is listed twice", "list each mode once")
+        return tuple(modes)
+
+    def layered_order(self, value: Any, names: tuple[str, ...]) -> tuple[str, ...]:
+        order = self.string_list(value, "layered_order")
+        by_canon = {canonicalize_name(n): n for n in names}
+        out: list[str] = []
+        for i, item in enumerate(order):
+            canon = canonicalize_name(item) if _NAME.match(item) else item
+            if canon not in by_canon:
+                raise self.fail(f"layered_order[{i}]", f"{item!r} is not in packages",
+                                _did_you_mean(item, list(names)))
+            if by_canon[canon] in out:
+                raise self.fail(f"layered_order[{i}]", f"{item!r} is listed twice", "list each package once")
+            out.append(by_canon[canon])
+        # Packages the order leaves out are installed after it, in file order.
+        out.extend(n for n in names if n not in out)
+        return tuple(out)
+
+    def filters(
+        self,
+        value: Any,
+        key: str,
+        base_names: tuple[str, ...],
+        modes: tuple[str, ...],
+        packages: tuple[tuple[str, tuple[str, ...]], ...],
+    ) -> tuple[CellFilter, ...]:
+        if not isinstance(value, list):
+            raise self.fail(key, f"expected a list, got {_kind(value)}")
+        names = tuple(n for n, _ in packages)
+        axis = dict(packages)
+        allowed = ("base", "mode", "reason", *names)
+        out = []
+        for i, raw in enumerate(value):
+            k = f"{key}[{i}]"
+            entry = self.mapping(raw, k, allowed)
+            base = entry.get("base")
+            if base is not None and base not in base_names:
+                raise self.fail(f"{k}.base", f"unknown base {base!r}", _did_you_mean(str(base), base_names))
+            mode = entry.get("mode")
+            if mode is not None and mode not in MODES:
+                raise self.fail(f"{k}.mode", f"unknown mode {mode!r}", _did_you_mean(str(mode), MODES))
+            pins = []
+            for n in names:
+                if n in entry:
+                    pin = self.version(entry[n], f"{k}.{n}")
+                    if key == "exclude" and pin not in axis[n]:
+                        raise self.fail(f"{k}.{n}", f"{pin} is not among the versions of {n}, so this "
+                                        "exclude matches nothing", f"use one of {list(axis[n])}")
+                    pins.append((n, pin))
+            reason = entry.get("reason", "")
+            if not isinstance(reason, str):
+                raise self.fail(f"{k}.reason", f"expected a string, got {_kind(reason)}")
+            if key == "exclude":
+                if not reason.strip():
+                    raise self.fail(f"{k}.reason", "missing", 'say why, e.g. reason: "not needed"')
+                if base is None and mode is None and not pins:
+                    raise self.fail(k, "matches every cell", "name a base, a mode or a pin")
+            else:
+                if base is None:
+                    raise self.fail(f"{k}.base", "missing", f"name the base, one of {list(base_names)}")
+                if mode is not None and mode not in modes:
+                    raise self.fail(f"{k}.mode", f"mode {mode!r} is not in modes", f"add it to modes: {list(modes)}")
+                if not pins:
+                    raise self.fail(k, "names no package pin", f"add pins, e.g. {names[0]}: \"1.0\"")
+            out.append(CellFilter(base=base, mode=mode, pins=tuple(pins), reason=reason))
+        return tuple(out)
+
+    def install(self, value: Any) -> InstallOptions:
+        body = self.mapping(value, "install", INSTALL_KEYS)
+        only_binary = body.get("only_binary", True)
+        if not isinstance(only_binary, bool):
+            raise self.fail("install.only_binary", f"expected true or false, got {_kind(only_binary)}")
+        index_url = body.get("index_url")
+        if index_url is not None:
+            index_url = self.url(index_url, "install.index_url")
+        extra = tuple(self.url(u, f"install.extra_index_urls[{i}]")
+                      for i, u in enumerate(self.string_list(body.get("extra_index_urls", []),
+                                                             "install.extra_index_urls")))
+        find_links = []
+        for i, item in enumerate(self.string_list(body.get("find_links", []), "install.find_links")):
+            k = f"install.find_links[{i}]"
+            if "://" in item:
+                find_links.append(self.url(item, k))
+                continue
+            d = self.local_path(item)
+            if not d.is_dir():
+                raise self.fail(k, f"{item!r} is not a directory on this machine",
+                                "give a directory of wheels or an https:// URL")
+            find_links.append(str(d))
+        return InstallOptions(
+            only_binary=only_binary,
+            index_url=index_url,
+            extra_index_urls=extra,
+            find_links=tuple(find_links),
+            ca_bundle=self.ca_bundle(body.get("ca_bundle", "auto")),
+        )
+
+    def url(self, value: Any, key: str) -> str:
+        if not isinstance(value, str) or not _URL.match(value):
+            raise self.fail(key, f"{value!r} is not an http(s):// or file:// URL",
+                            "give one URL with no spaces, quotes or shell characters")
+        return value
+
+    def local_path(self, text: str) -> Path:
+        # Paths may name environment variables ($PIP_FIND_LINKS); relative paths are relative to
+        # the matrix file, not to wherever the command was started.
+        p = Path(os.path.expanduser(os.path.expandvars(text)))
+        return p if p.is_absolute() else (self.path.parent / p).resolve()
+
+    def ca_bundle(self, value: Any) -> Path | None:
+        key = "install.ca_bundle"
+        if value is None or value is False or value == "none":
+            return None
+        if not isinstance(value, str):
+            raise self.fail(key, f"expected a path, 'auto' or 'none', got {_kind(value)}")
+        if value == "auto":
+            # The bundle the host's own installers trust (a corporate TLS proxy's CA lives there).
+            for var in ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
+                candidate = os.environ.get(var)
+                if candidate and Path(candidate).is_file():
+                    return Path(candidate)
+            return None
+        p = self.local_path(value)
+        if not p.is_file():
+            raise self.fail(key, f"{value!r} is not a file", "give a PEM bundle, 'auto' or 'none'")
+        return p
+
+    def limits(self, value: Any) -> Limits:
+        body = self.mapping(value, "limits", LIMIT_KEYS)
+        timeout = body.get("timeout_s", 300)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise self.fail("limits.timeout_s", f"expected a positive number of seconds, got {timeout!r}",
+                            "e.g. timeout_s: 300")
+        memory = body.get("memory", "4g")
+        if not isinstance(memory, str) or not _MEMORY.match(memory):
+            raise self.fail("limits.memory", f"{memory!r} is not a memory size", 'e.g. memory: "4g" or "512m"')
+        return Limits(timeout_s=float(timeout), memory=memory.lower())
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "true/false",
+            int: "a number", float: "a number"}.get(type(value), type(value).__name__)

@@ -1,0 +1,82 @@
+"""Cell records: one per cell, appended as cells finish, written atomically.
+
+Records are the truth; tables are derived from them (report.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from matrix.classify import Outcome
+
+
+@dataclass
+class Record:
+    cell: str
+    base: str
+    mode: str
+    pins: dict[str, str]
+    outcome: Outcome
+    error: str = ""
+    installed: dict[str, str | None] = field(default_factory=dict)
+    duration_s: float = 0.0
+    backend: str = "docker"
+    python: str | None = None
+    run_id: str = ""
+
+    def serialize(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["outcome"] = self.outcome.value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Record:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        known["outcome"] = Outcome(data["outcome"])
+        return cls(**known)
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write via a temporary file and a rename: a crash leaves the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class RecordLog:
+    """The run's records as JSON lines, one appended per finished cell (survives an interrupt)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def append(self, record: Record) -> None:
+        self._file.write(json.dumps(record.serialize(), sort_keys=True) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def load_records(path: Path) -> list[Record]:
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                out.append(Record.from_dict(json.loads(line)))
+    return out

@@ -1,0 +1,1 @@
+"""Probe scripts run inside each cell's environment (shipped as the package `matrix.probes`)."""

@@ -1,0 +1,44 @@
+"""What every probe shares: the cell's pins and a way to hand back one verdict.
+
+Standard library only (Python 3.6+). A probe runs checks; the first failure is the probe's error,
+formatted the way Python prints it ("ValueError: numpy.dtype size changed, ...").
+"""
+
+import json
+import os
+import traceback
+import warnings
+
+
+def pins():
+    """{package: version} for the cell; names lower-case with '-' for '_' and '.'."""
+    raw = json.loads(os.environ.get("COMPAT_MATRIX_PINS", "{}"))
+    return {k.lower().replace("_", "-").replace(".", "-"): v for k, v in raw.items()}
+
+
+def run(checks):
+    """Run (name, callable) checks in order, write the verdict, exit 0 (the verdict says it all)."""
+    results = []
+    error = None
+    seen_warnings = []
+    for name, fn in checks:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                fn()
+                results.append({"name": name, "ok": True})
+            except BaseException as e:  # noqa: BLE001 - a probe reports every failure as data
+                message = "%s: %s" % (type(e).__name__, e)
+                results.append({"name": name, "ok": False, "error": message,
+                                "traceback": traceback.format_exc()[-3000:]})
+                if error is None:
+                    error = "%s: %s" % (name, message)
+        for w in caught:
+            seen_warnings.append("%s: %s" % (w.category.__name__, w.message))
+    if not checks:
+        status = "skip"
+    else:
+        status = "fail" if error else "pass"
+    verdict = {"status": status, "error": error, "checks": results, "warnings": seen_warnings}
+    with open(os.environ["COMPAT_MATRIX_RESULT"], "w", encoding="utf-8") as f:
+        json.dump(verdict, f)
