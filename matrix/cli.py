@@ -123,6 +123,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 engine.remove_labelled(run_id)
             except EngineFault as e:
                 _err(f"cleanup of run {run_id} failed: {e}")
+        engine.close()
     paths = report.write(outcome.records, results, s.package_names)
     print(f"{len(outcome.records)}/{outcome.total} cells: {report.summary(outcome.records)}")
     print("wrote " + ", ".join(str(p) for p in paths) + f", logs in {results / 'logs'}")

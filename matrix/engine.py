@@ -48,16 +48,24 @@ _FAULTS = (docker.errors.DockerException, requests.exceptions.RequestException, 
 
 class DockerEngine:
     def __init__(self, client: docker.DockerClient | None = None) -> None:
+        host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        hint = "start dockerd, or set DOCKER_HOST to a reachable engine"
+        if client is None and host.startswith("unix://") and not Path(host[len("unix://"):]).exists():
+            # Checked first: the SDK leaks a socket when it connects to a missing path.
+            raise EngineUnavailable(f"no Docker Engine answered: no socket at {host}; {hint}")
         try:
             self.client = client or docker.from_env(timeout=600)
+        except _FAULTS as e:
+            raise EngineUnavailable(f"no Docker Engine at {host} ({_short(e)}); {hint}") from None
+        try:
             version = self.client.version()
         except _FAULTS as e:
-            host = os.environ.get("DOCKER_HOST", "the default socket")
-            raise EngineUnavailable(
-                f"no Docker Engine answered at {host} ({type(e).__name__}): start dockerd or set "
-                "DOCKER_HOST to a reachable engine"
-            ) from None
+            self.client.close()
+            raise EngineUnavailable(f"no Docker Engine answered at {host} ({_short(e)}); {hint}") from None
         self.description = f"docker {version.get('Version', '?')} ({self.client.api.base_url})"
+
+    def close(self) -> None:
+        self.client.close()
 
     def has_image(self, ref: str) -> bool:
         try:

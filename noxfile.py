@@ -1,0 +1,30 @@
+"""Sessions: `nox -s matrix` runs the sweep, `nox -s tests` the test suite (`nox -l` lists all)."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests"]
+# uv makes the session environments in seconds; plain virtualenv where uv is absent.
+nox.options.default_venv_backend = "uv|virtualenv"
+
+
+@nox.session
+def matrix(session: nox.Session) -> None:
+    """Sweep matrix.yaml into results/ (args go to `compat-matrix run`, e.g. -- --select 'bookworm-*')."""
+    session.install(".")
+    session.run("compat-matrix", "run", *session.posargs)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """All tests: unit (no engine) and integration (real Docker Engine, real package index)."""
+    session.install(".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def unit(session: nox.Session) -> None:
+    """Only the unit tests: seconds, no engine, no network."""
+    session.install(".[test]")
+    session.run("pytest", "tests/unit", *session.posargs)

@@ -1,0 +1,113 @@
+"""Cell expansion, ids, include/exclude, selection, and what each mode installs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from matrix import cells, dockerfile, install
+
+MATRIX = """
+bases:
+  bookworm-py311: {image: "python:3.11-slim-bookworm"}
+  jammy-cuda121:
+    image: "nvidia/cuda:12.1.1-runtime-ubuntu22.04"
+    setup: ["apt-get update", "apt-get install -y python3.10 python3.10-venv"]
+    python: /usr/bin/python3.10
+packages:
+  numpy: ["1.26.4", "2.2.6"]
+  scipy: ["1.11.4", "1.14.1"]
+modes: [together, layered]
+layered_order: [scipy, numpy]
+exclude:
+  - {base: jammy-cuda121, numpy: "2.2.6", reason: "not needed"}
+include:
+  - {base: bookworm-py311, mode: layered, numpy: "1.24.3", scipy: "1.10.1"}
+  - {base: bookworm-py311, mode: together, numpy: "1.26.4", scipy: "1.11.4"}
+install: {ca_bundle: none}
+"""
+
+
+def test_product_less_excludes_plus_includes(make_spec) -> None:
+    plan = cells.plan(make_spec(MATRIX))
+    ids = [c.id for c in plan.cells]
+    # 2 bases × 4 pin pairs × 2 modes = 16; 4 excluded; 1 new include, 1 include already there.
+    assert len(ids) == 16 - 4 + 1
+    assert len(set(ids)) == len(ids)
+    assert "bookworm-py311-numpy2.2.6-scipy1.11.4-layered" in ids
+    assert "bookworm-py311-numpy1.24.3-scipy1.10.1-layered" in ids
+    assert not any(i.startswith("jammy-cuda121-numpy2.2.6") for i in ids)
+    assert {e.reason for e in plan.excluded} == {"not needed"}
+    assert len(plan.excluded) == 4
+
+
+def test_ids_are_stable_and_readable(make_spec) -> None:
+    a = cells.plan(make_spec(MATRIX)).cells
+    b = cells.plan(make_spec(MATRIX)).cells
+    assert [c.id for c in a] == [c.id for c in b]
+    assert a[0].id == "bookworm-py311-numpy1.26.4-scipy1.11.4-together"
+
+
+def test_select_by_glob(make_spec) -> None:
+    plan = cells.plan(make_spec(MATRIX))
+    assert all(c.base == "jammy-cuda121" for c in cells.select(plan.cells, ["jammy-*"]))
+    chosen = cells.select(plan.cells, ["*-layered", "jammy-*-together"])
+    assert {c.mode for c in chosen if c.base == "bookworm-py311"} == {"layered"}
+    assert cells.select(plan.cells, None) == plan.cells
+    assert cells.select(plan.cells, ["nothing"]) == ()
+
+
+def test_together_is_one_installer_call(make_spec) -> None:
+    s = make_spec(MATRIX)
+    cell = cells.Cell("bookworm-py311", "together", (("numpy", "2.2.6"), ("scipy", "1.11.4")))
+    (step,) = install.steps(cell, s, [])
+    assert step.args == ("install", "--only-binary=:all:", "numpy==2.2.6", "scipy==1.11.4")
+
+
+def test_layered_follows_the_order_and_forces_later_steps(make_spec) -> None:
+    s = make_spec(MATRIX)
+    cell = cells.Cell("bookworm-py311", "layered", (("numpy", "2.2.6"), ("scipy", "1.11.4")))
+    first, second = install.steps(cell, s, ["/w"])
+    assert first.args == ("install", "--only-binary=:all:", "--find-links", "/w", "scipy==1.11.4")
+    assert second.args == ("install", "--only-binary=:all:", "--find-links", "/w", "--no-deps", "numpy==2.2.6")
+
+
+def test_dockerfile_installs_in_a_venv_after_setup_and_copies_ca_after_apt(make_spec, tmp_path: Path) -> None:
+    pem = tmp_path / "ca.pem"
+    pem.write_text("pem")
+    s = make_spec(MATRIX.replace("ca_bundle: none", f"ca_bundle: {pem}"))
+    cell = cells.Cell("jammy-cuda121", "layered", (("numpy", "1.26.4"), ("scipy", "1.11.4")))
+    ctx = dockerfile.context(cell, s, {"org.compat-matrix.run": "r1"})
+    lines = ctx.dockerfile.splitlines()
+    assert lines[1] == "FROM nvidia/cuda:12.1.1-runtime-ubuntu22.04"
+    assert lines[2] == 'LABEL org.compat-matrix.run="r1"'
+    apt = lines.index("RUN apt-get install -y python3.10 python3.10-venv")
+    ca = lines.index(f"COPY ca-bundle.pem {dockerfile.CA_PATH}")
+    assert apt < lines.index("RUN /usr/bin/python3.10 -m venv /opt/compat-matrix/venv") < ca
+    pip_lines = [ln for ln in lines if " -m pip install " in ln]
+    assert pip_lines[0].endswith("scipy==1.11.4") and pip_lines[1].endswith("--no-deps numpy==1.26.4")
+    assert lines[-1] == f"COPY probes {dockerfile.PROBES_DIR}"
+    assert ctx.files["ca-bundle.pem"] == pem
+    assert "probes/_driver.py" in ctx.files
+    out = tmp_path / "ctx"
+    ctx.write(out)
+    assert (out / "Dockerfile").read_text() == ctx.dockerfile
+    assert (out / "probes" / "imports.py").is_file()
+
+
+def test_only_the_cells_wheels_enter_the_context(make_spec, tmp_path: Path) -> None:
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl").write_bytes(b"w")
+    (wheels / "numpy-1.26.4-cp311-cp311-manylinux_2_17_x86_64.whl").write_bytes(b"w")
+    s = make_spec(MATRIX.replace("install: {ca_bundle: none}", f"install: {{ca_bundle: none, find_links: [{wheels}]}}"))
+    cell = cells.Cell("bookworm-py311", "together", (("numpy", "1.26.4"),))
+    ctx = dockerfile.context(cell, s)
+    assert [n for n in ctx.files if n.startswith("find-links")] == [
+        "find-links-0/numpy-1.26.4-cp311-cp311-manylinux_2_17_x86_64.whl"]
+    assert "--find-links /opt/compat-matrix/find-links-0" in ctx.dockerfile
+
+
+def test_credentials_are_redacted() -> None:
+    text = "pip install --index-url https://alice:s3cret@pypi.corp/simple numpy --extra-index-url http://tok@x/y"
+    assert install.redact(text) == (
+        "pip install --index-url https://***@pypi.corp/simple numpy --extra-index-url http://***@x/y")

@@ -1,0 +1,89 @@
+"""The command line without an engine: list, reproduce, and bad input (exit 2, nothing touched)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from matrix.cli import main
+
+MATRIX = """
+bases: {bookworm-py311: {image: "python:3.11-slim-bookworm"}}
+packages: {numpy: ["1.26.4", "2.2.6"], scipy: ["1.11.4"]}
+modes: [together, layered]
+layered_order: [scipy, numpy]
+exclude: [{numpy: "2.2.6", mode: together, reason: "the resolver refuses it"}]
+install: {ca_bundle: none}
+"""
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    p = tmp_path / "matrix.yaml"
+    p.write_text(MATRIX)
+    return p
+
+
+def test_list_prints_ids_and_excluded_reasons(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list", "--config", str(config)]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
+        "bookworm-py311-numpy1.26.4-scipy1.11.4-together",
+        "bookworm-py311-numpy1.26.4-scipy1.11.4-layered",
+        "bookworm-py311-numpy2.2.6-scipy1.11.4-layered",
+    ]
+    assert "excluded: bookworm-py311-numpy2.2.6-scipy1.11.4-together (the resolver refuses it)" in err
+
+
+def test_reproduce_prints_the_dockerfile(config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cell = "bookworm-py311-numpy2.2.6-scipy1.11.4-layered"
+    assert main(["reproduce", "--config", str(config), cell, "--write", str(tmp_path / "ctx")]) == 0
+    out = capsys.readouterr().out
+    assert "FROM python:3.11-slim-bookworm" in out
+    assert "pip install --only-binary=:all: --no-deps numpy==2.2.6" in out
+    assert (tmp_path / "ctx" / "Dockerfile").is_file() and (tmp_path / "ctx" / "probes" / "_driver.py").is_file()
+
+
+def test_reproduce_unknown_cell_suggests_one(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["reproduce", "--config", str(config), "bookworm-py311-numpy2.2.6-scipy1.11.4-layerd"]) == 2
+    assert "did you mean bookworm-py311-numpy2.2.6-scipy1.11.4-layered" in capsys.readouterr().err
+
+
+def test_bad_config_exits_2_before_anything_is_touched(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(MATRIX.replace('"2.2.6"', '"2.2.6; rm -rf /"', 1))
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "matrix.csv").write_text("old table\n")
+    before = {p: p.stat().st_mtime_ns for p in results.rglob("*")}
+    env_host = os.environ.get("DOCKER_HOST")
+    os.environ["DOCKER_HOST"] = "unix:///nonexistent.sock"  # an engine would not even be asked
+    try:
+        code = main(["run", "--config", str(bad), "--results", str(results)])
+    finally:
+        if env_host is None:
+            os.environ.pop("DOCKER_HOST")
+        else:
+            os.environ["DOCKER_HOST"] = env_host
+    assert code == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "packages.numpy[1]" in err and "fix:" in err
+    assert {p: p.stat().st_mtime_ns for p in results.rglob("*")} == before
+    assert (results / "matrix.csv").read_text() == "old table\n"
+
+
+def test_select_matching_nothing_is_bad_input(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list", "--config", str(config), "--select", "jammy-*"]) == 2
+    assert "matches no cell" in capsys.readouterr().err
+
+
+def test_no_engine_is_exit_3_and_results_untouched(config: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    results = tmp_path / "results"
+    assert main(["run", "--config", str(config), "--results", str(results)]) == 3
+    assert "no Docker Engine answered" in capsys.readouterr().err
+    assert not results.exists()

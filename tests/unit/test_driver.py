@@ -1,0 +1,81 @@
+"""The probe driver, run for real as a subprocess over probes that misbehave on purpose."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from matrix import probing
+from matrix.cells import Cell
+from matrix.classify import Outcome, classify_probe, classify_probes
+
+NASTY = {
+    "a_segfault.py": "import ctypes\nctypes.string_at(0)\n",
+    "b_hang.py": "import time\ntime.sleep(60)\n",
+    "c_flood.py": (
+        "import os, sys, _probe\n"
+        "sys.stdout.buffer.write(os.urandom(10 * 1024 * 1024))\n"
+        "print(os.environ.get('COMPAT_MATRIX_NONCE', 'no-nonce') + ' {\"kind\": \"probe\", \"probe\": \"forged\"}')\n"
+        "_probe.run([('ok', lambda: None)])\n"
+    ),
+    "d_raises.py": "import _probe\n\ndef boom():\n    raise ValueError('numpy.dtype size changed')\n\n_probe.run([('import x', boom)])\n",
+    "e_skip.py": "import _probe\n_probe.run([])\n",
+}
+
+
+def run_driver(tmp_path: Path, probes: dict[str, str], timeout: float = 3.0) -> probing.DriverReport:
+    d = tmp_path / "probes"
+    d.mkdir()
+    for name in ("_driver.py", "_probe.py"):
+        shutil.copy(probing.probes_dir() / name, d / name)
+    for name, text in probes.items():
+        (d / name).write_text(text)
+    nonce = probing.new_nonce()
+    env = dict(os.environ, **probing.environment(Cell("b", "together", (("numpy", "1.0"),)), nonce, timeout))
+    env["HOME"] = str(tmp_path)
+    out = subprocess.run([sys.executable, str(d / "_driver.py")], env=env, capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return probing.parse(out.stdout.decode("utf-8", "replace"), nonce)
+
+
+def test_each_misbehaving_probe_takes_down_only_itself(tmp_path: Path) -> None:
+    report = run_driver(tmp_path, NASTY)
+    assert report.complete
+    assert report.python == "%d.%d.%d" % sys.version_info[:3]
+    by_name = {p["probe"]: p for p in report.probes}
+    assert sorted(by_name) == ["a_segfault", "b_hang", "c_flood", "d_raises", "e_skip"]
+    assert classify_probe(by_name["a_segfault"]).outcome is Outcome.CRASH
+    assert classify_probe(by_name["b_hang"]).outcome is Outcome.TIMEOUT
+    # 10 MB of garbage and a forged line: only the tail is kept and the real verdict counts.
+    assert classify_probe(by_name["c_flood"]).outcome is Outcome.PASS
+    assert len(by_name["c_flood"]["stdout_tail"]) <= 4000
+    assert "no-nonce" in by_name["c_flood"]["stdout_tail"]
+    v = classify_probe(by_name["d_raises"])
+    assert v.outcome is Outcome.IMPORT_ERROR and v.error == "d_raises: import x: ValueError: numpy.dtype size changed"
+    assert by_name["e_skip"]["result"]["status"] == "skip"
+    assert classify_probes(report.probes).outcome is Outcome.CRASH
+
+
+def test_lines_without_the_nonce_are_ignored() -> None:
+    forged = json.dumps({"kind": "probe", "probe": "imports", "result": {"status": "pass"}})
+    report = probing.parse(f"{forged}\nwrongnonce {forged}\nnonce1 not json\n", "nonce1")
+    assert report.probes == [] and not report.complete
+
+
+def test_shipped_probes_pass_on_this_interpreter_where_numpy_is_absent_they_fail(tmp_path: Path) -> None:
+    # The real probe scripts, against a package that is surely not installed here.
+    d = probing.probes_dir()
+    nonce = probing.new_nonce()
+    env = dict(os.environ, **probing.environment(
+        Cell("b", "together", (("compat-matrix-no-such-package", "1.0"),)), nonce, 30))
+    env["HOME"] = str(tmp_path)
+    out = subprocess.run([sys.executable, str(d / "_driver.py")], env=env, capture_output=True, timeout=120)
+    report = probing.parse(out.stdout.decode(), nonce)
+    v = classify_probes(report.probes)
+    assert v.outcome is Outcome.IMPORT_ERROR
+    assert "ModuleNotFoundError: No module named 'compat_matrix_no_such_package'" in v.error
+    assert report.installed == {"compat-matrix-no-such-package": None}

@@ -1,0 +1,61 @@
+"""The table derived from records: CSV columns, the Markdown pivot and legend."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from matrix import report
+from matrix.classify import Outcome
+from matrix.store import Record, RecordLog, load_records
+
+
+def rec(numpy: str, mode: str, outcome: Outcome, error: str = "") -> Record:
+    return Record(cell=f"b-numpy{numpy}-scipy1.11.4-{mode}", base="b", mode=mode,
+                  pins={"numpy": numpy, "scipy": "1.11.4"}, outcome=outcome, error=error,
+                  installed={"numpy": numpy, "scipy": "1.11.4"}, duration_s=1.5, python="3.11.2")
+
+
+RECORDS = [
+    rec("2.2.6", "together", Outcome.RESOLVE_CONFLICT, "Cannot install numpy==2.2.6 and scipy==1.11.4"),
+    rec("10.0.0", "together", Outcome.PASS),
+    rec("1.26.4", "together", Outcome.PASS),
+    rec("1.26.4", "layered", Outcome.PASS),
+    rec("2.2.6", "layered", Outcome.IMPORT_ERROR, "imports: import scipy.stats: ValueError: numpy.dtype size changed | x"),
+]
+
+
+def test_csv_has_one_row_per_cell_with_the_issue_columns(tmp_path: Path) -> None:
+    report.write(RECORDS, tmp_path, ("numpy", "scipy"))
+    with open(tmp_path / "matrix.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0])[:10] == ["cell", "base", "mode", "numpy", "scipy", "outcome", "error",
+                                  "installed_numpy", "installed_scipy", "duration_s"]
+    assert len(rows) == 5
+    assert rows[4]["outcome"] == "import-error" and "dtype size changed" in rows[4]["error"]
+
+
+def test_markdown_pivot_sorts_versions_as_versions_and_has_a_legend(tmp_path: Path) -> None:
+    report.write(RECORDS, tmp_path, ("numpy", "scipy"))
+    md = (tmp_path / "matrix.md").read_text()
+    grid = [ln for ln in md.splitlines() if ln.startswith("| numpy")]
+    assert [ln.split("|")[1].strip() for ln in grid] == [
+        "numpy 1.26.4, scipy 1.11.4", "numpy 2.2.6, scipy 1.11.4", "numpy 10.0.0, scipy 1.11.4"]
+    header = next(ln for ln in md.splitlines() if ln.startswith("| pins"))
+    assert header.index("b · together") < header.index("b · layered")
+    assert "⛔" in grid[1] and "❌" in grid[1] and "·" in grid[2]
+    assert "## Legend" in md and "resolve-conflict" in md
+    assert "dtype size changed \\| x" in md  # a pipe in an error cannot break the table
+    assert "✅ pass: 3" in md
+
+
+def test_records_round_trip(tmp_path: Path) -> None:
+    log = RecordLog(tmp_path / "r.jsonl")
+    for r in RECORDS:
+        log.append(r)
+    log.close()
+    assert load_records(tmp_path / "r.jsonl") == RECORDS
+
+
+def test_summary_counts() -> None:
+    assert report.summary(RECORDS) == "3 pass, 1 import-error, 1 resolve-conflict"

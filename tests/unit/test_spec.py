@@ -1,0 +1,212 @@
+"""Validation of the matrix file: every bad input is one clear ConfigError (exit 2)."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from matrix import spec
+from matrix.errors import EXIT_CONFIG, ConfigError
+
+GOOD = """
+bases:
+  bookworm-py311: {image: "python:3.11-slim-bookworm"}
+  jammy-cuda121:
+    image: "nvidia/cuda:12.1.1-runtime-ubuntu22.04"
+    setup: ["apt-get update", "apt-get install -y python3.10 python3.10-venv"]
+    python: /usr/bin/python3.10
+packages:
+  numpy: ["1.26.4", "2.2.6"]
+  scipy: ["1.11.4", "1.14.1"]
+modes: [together, layered]
+layered_order: [scipy, numpy]
+exclude:
+  - {base: jammy-cuda121, numpy: "2.2.6", reason: "not needed"}
+include: []
+install: {only_binary: true}
+limits: {timeout_s: 300, memory: 4g}
+"""
+
+
+def load(tmp_path: Path, text: str) -> spec.Spec:
+    p = tmp_path / "matrix.yaml"
+    p.write_text(textwrap.dedent(text))
+    return spec.load(p)
+
+
+def bad(tmp_path: Path, text: str) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, text)
+    assert info.value.exit_code == EXIT_CONFIG
+    assert str(tmp_path / "matrix.yaml") in str(info.value)
+    return info.value
+
+
+def test_the_issue_example_is_valid(tmp_path: Path) -> None:
+    s = load(tmp_path, GOOD)
+    assert [b.name for b in s.bases] == ["bookworm-py311", "jammy-cuda121"]
+    assert s.base("jammy-cuda121").python == "/usr/bin/python3.10"
+    assert s.base("bookworm-py311").python == "python3"
+    assert s.packages == (("numpy", ("1.26.4", "2.2.6")), ("scipy", ("1.11.4", "1.14.1")))
+    assert s.layered_order == ("scipy", "numpy")
+    assert s.exclude[0].pins == (("numpy", "2.2.6"),) and s.exclude[0].reason == "not needed"
+    assert s.limits == spec.Limits(300.0, "4g")
+
+
+def test_layered_order_defaults_to_file_order_and_is_completed(tmp_path: Path) -> None:
+    s = load(tmp_path, """
+        bases: {b: {image: "python:3.12"}}
+        packages: {numpy: ["1.0"], scipy: ["1.0"], torch: ["2.13.0+cpu"]}
+        layered_order: [torch]
+    """)
+    assert s.layered_order == ("torch", "numpy", "scipy")
+    assert s.modes == ("together",)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "hint"),
+    [
+        ("bases: {b: {image: x}}\npackages: {numpy: ['1']}\nmode: [together]\n", "mode", "did you mean 'modes'"),
+        ("bases: {b: {image: x, pyhton: python3}}\npackages: {numpy: ['1']}\n", "bases.b.pyhton", "did you mean 'python'"),
+        ("bases: {b: {image: x}}\npackages: {numpy: ['1']}\ninstall: {only_binaries: true}\n",
+         "install.only_binaries", "did you mean 'only_binary'"),
+        ("bases: {b: {image: x}}\npackages: {numpy: ['1']}\nmodes: [layerd]\n", "modes[0]", "did you mean 'layered'"),
+        ("bases: {b: {image: x}}\npackages: {numpy: ['1']}\nlimits: {timeout: 3}\n", "limits.timeout", "timeout_s"),
+    ],
+)
+def test_unknown_keys_get_a_did_you_mean(tmp_path: Path, text: str, key: str, hint: str) -> None:
+    e = bad(tmp_path, text)
+    assert e.key == key
+    assert hint in str(e)
+
+
+@pytest.mark.parametrize(
+    "pin",
+    ["1.0; rm -rf /", "1.0 --index-url http://x", "1.0\n--extra-index-url http://x", "${HOME}",
+     ">=1.0", "1.0,<2", "https://example.invalid/numpy.whl", "not a version", "1.0 ", ""],
+)
+def test_pins_must_be_plain_versions(tmp_path: Path, pin: str) -> None:
+    import json
+
+    e = bad(tmp_path, f"bases: {{b: {{image: x}}}}\npackages: {{numpy: [{json.dumps(pin)}]}}\n")
+    assert e.key == "packages.numpy[0]"
+    assert "PEP 440" in str(e) or "version" in str(e)
+
+
+def test_a_yaml_float_version_is_refused_with_the_reason(tmp_path: Path) -> None:
+    e = bad(tmp_path, "bases: {b: {image: x}}\npackages: {scipy: [1.10]}\n")
+    assert e.key == "packages.scipy[0]"
+    assert "quote it" in str(e)
+
+
+@pytest.mark.parametrize("name", ["numpy @ https://x/y.whl", "numpy==1.0", "-numpy", "num py", "numpy;"])
+def test_package_names_must_be_pep508_names(tmp_path: Path, name: str) -> None:
+    import json
+
+    e = bad(tmp_path, f"bases: {{b: {{image: x}}}}\npackages: {{{json.dumps(name)}: ['1.0']}}\n")
+    assert "PEP 508" in str(e)
+
+
+@pytest.mark.parametrize(
+    "image", ["python:3.12;echo", "python:3.12 && rm -rf /", "$(id)", "python:3.12\nRUN id", "Python:3", "a b"]
+)
+def test_image_references_with_shell_characters_are_refused(tmp_path: Path, image: str) -> None:
+    import json
+
+    e = bad(tmp_path, f"bases: {{b: {{image: {json.dumps(image)}}}}}\npackages: {{numpy: ['1.0']}}\n")
+    assert e.key == "bases.b.image"
+
+
+@pytest.mark.parametrize(
+    "image",
+    ["python:3.11-slim-bookworm", "nvidia/cuda:12.1.1-runtime-ubuntu22.04", "localhost:5000/team/img:v1",
+     "compat-matrix-test/bookworm-py311:local", "python@sha256:" + "a" * 64],
+)
+def test_real_image_references_are_accepted(tmp_path: Path, image: str) -> None:
+    load(tmp_path, f"bases: {{b: {{image: '{image}'}}}}\npackages: {{numpy: ['1.0']}}\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("bases: {}\npackages: {numpy: ['1']}\n", "bases"),
+        ("bases: {b: {image: x}}\npackages: {}\n", "packages"),
+        ("bases: {b: {image: x}}\npackages: {numpy: []}\n", "packages.numpy"),
+        ("bases: {b: {image: x}}\npackages: {numpy: ['1']}\nmodes: []\n", "modes"),
+        ("packages: {numpy: ['1']}\n", "bases"),
+        ("bases: {b: {image: x}}\n", "packages"),
+    ],
+)
+def test_empty_or_missing_axes_are_refused(tmp_path: Path, text: str, key: str) -> None:
+    assert bad(tmp_path, text).key == key
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        ("exclude: [{base: nope, reason: r}]", "exclude[0].base"),
+        ("exclude: [{numpy: '9.9', reason: r}]", "exclude[0].numpy"),
+        ("exclude: [{numpy: '1.0'}]", "exclude[0].reason"),
+        ("exclude: [{reason: everything}]", "exclude[0]"),
+        ("exclude: [{nunpy: '1.0', reason: r}]", "exclude[0].nunpy"),
+        ("include: [{numpy: '1.0'}]", "include[0].base"),
+        ("include: [{base: b}]", "include[0]"),
+        ("install: {index_url: 'http://x y'}", "install.index_url"),
+        ("install: {index_url: 'ftp://x'}", "install.index_url"),
+        ("install: {extra_index_urls: ['https://x/simple;id']}", "install.extra_index_urls[0]"),
+        ("install: {only_binary: 'yes'}", "install.only_binary"),
+        ("install: {find_links: ['/no/such/dir']}", "install.find_links[0]"),
+        ("install: {ca_bundle: '/no/such.pem'}", "install.ca_bundle"),
+        ("limits: {timeout_s: 0}", "limits.timeout_s"),
+        ("limits: {memory: 'lots'}", "limits.memory"),
+        ("layered_order: [torch]", "layered_order[0]"),
+    ],
+)
+def test_bad_sections_name_their_key(tmp_path: Path, extra: str, key: str) -> None:
+    e = bad(tmp_path, f"bases: {{b: {{image: x}}}}\npackages: {{numpy: ['1.0']}}\n{extra}\n")
+    assert e.key == key
+    assert "fix:" in str(e) or "did you mean" in str(e) or "expected" in str(e)
+
+
+def test_python_tags_are_refused_and_nothing_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    e = bad(tmp_path, f"bases: !!python/object/apply:os.system ['touch {marker}']\npackages: {{numpy: ['1']}}\n")
+    assert "not valid YAML" in str(e)
+    assert not marker.exists()
+
+
+def test_duplicate_keys_are_refused(tmp_path: Path) -> None:
+    e = bad(tmp_path, "bases: {b: {image: x}}\npackages: {numpy: ['1']}\npackages: {scipy: ['1']}\n")
+    assert "duplicate key" in str(e)
+
+
+def test_same_package_twice_under_other_spellings(tmp_path: Path) -> None:
+    e = bad(tmp_path, "bases: {b: {image: x}}\npackages: {scikit_learn: ['1.0'], Scikit-Learn: ['1.1']}\n")
+    assert e.key == "packages.Scikit-Learn"
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        spec.load(tmp_path / "nope.yaml")
+    assert "no such file" in str(info.value)
+
+
+def test_ca_bundle_auto_follows_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pem = tmp_path / "ca.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\n")
+    for var in ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
+        monkeypatch.delenv(var, raising=False)
+    text = "bases: {b: {image: x}}\npackages: {numpy: ['1']}\n"
+    assert load(tmp_path, text).install.ca_bundle is None
+    monkeypatch.setenv("SSL_CERT_FILE", str(pem))
+    assert load(tmp_path, text).install.ca_bundle == pem
+    assert load(tmp_path, text + "install: {ca_bundle: none}\n").install.ca_bundle is None
+
+
+def test_relative_paths_are_relative_to_the_matrix_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "wheels").mkdir()
+    monkeypatch.chdir("/")
+    s = load(tmp_path, "bases: {b: {image: x}}\npackages: {numpy: ['1']}\ninstall: {find_links: [wheels]}\n")
+    assert s.install.find_links == (str(tmp_path / "wheels"),)
