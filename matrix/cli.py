@@ -114,13 +114,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     results: Path = args.results
     print(f"compat-matrix run {run_id}: {len(chosen)} cells on {engine.description}"
           + (f" ({len(plan.excluded)} excluded)" if plan.excluded else ""))
+    outcome: sweep.SweepResult | None = None
     try:
         with sweep.sigterm_raises():
             outcome = sweep.sweep(chosen, backend, results, run_id)
     finally:
         if not args.keep:
+            # An interrupted build goes on in the daemon for a moment: wait it out.
+            settle = 0.0 if outcome is not None and outcome.interrupted is None else 8.0
             try:
-                engine.remove_labelled(run_id)
+                engine.remove_labelled(run_id, settle_s=settle)
             except EngineFault as e:
                 _err(f"cleanup of run {run_id} failed: {e}")
         engine.close()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,33 +150,49 @@ class DockerEngine:
             except _FAULTS:
                 pass  # remove_labelled() catches it at the end of the run
 
-    def remove_labelled(self, run_id: str, cell: str | None = None) -> int:
-        """Remove every container and image of a run (or of one cell of it). Returns how many."""
-        filters = [f"{RUN_LABEL}={run_id}"] + ([f"{CELL_LABEL}={cell}"] if cell else [])
+    def remove_labelled(self, run_id: str, cell: str | None = None, *, settle_s: float = 0.0) -> int:
+        """Remove every container and image of a run (or of one cell of it). Returns how many.
+
+        Sweeps until a pass finds nothing: a failed build leaves a chain of untagged layers whose
+        children must go before their parents. After an interrupt the daemon goes on with the
+        build step under way and commits it after the client has gone, so `settle_s` keeps
+        sweeping, a second apart, until that long has passed with nothing found.
+        """
+        filters = {"label": [f"{RUN_LABEL}={run_id}"] + ([f"{CELL_LABEL}={cell}"] if cell else [])}
+        api = self.client.api
         removed = 0
+        quiet_since = time.monotonic()
         try:
-            for c in self.client.containers.list(all=True, filters={"label": filters}):
-                c.remove(force=True)
-                removed += 1
-            # A failed build leaves a chain of untagged layers; children must go before parents,
-            # so sweep until nothing more can be removed.
-            while True:
-                images = self.client.images.list(all=True, filters={"label": filters})
-                progress = False
-                for img in images:
-                    try:
-                        self.client.images.remove(img.id, force=True)
-                        removed += 1
-                        progress = True
-                    except docker.errors.NotFound:
-                        progress = True
-                    except docker.errors.APIError:
-                        continue
-                if not images or not progress:
+            for _ in range(10 + int(settle_s) * 4):
+                found = 0
+                for c in api.containers(all=True, filters=filters, quiet=True):
+                    found += 1
+                    removed += self._gone(api.remove_container, c["Id"], force=True, v=True)
+                for image_id in api.images(all=True, filters=filters, quiet=True):
+                    found += 1
+                    removed += self._gone(api.remove_image, image_id, force=True)
+                if found:
+                    quiet_since = time.monotonic()
+                elif time.monotonic() - quiet_since >= settle_s:
                     break
+                else:
+                    time.sleep(1.0)
         except _FAULTS as e:
             raise EngineFault(f"cleaning up run {run_id}: {_short(e)}") from e
         return removed
+
+    @staticmethod
+    def _gone(remove: Callable[..., object], *args: object, **kwargs: object) -> int:
+        """1 when removed; 0 when already gone or still needed by a child (next pass gets it)."""
+        try:
+            remove(*args, **kwargs)
+            return 1
+        except docker.errors.NotFound:
+            return 0
+        except docker.errors.APIError as e:
+            if e.status_code == 409:
+                return 0
+            raise
 
 
 def _short(e: BaseException) -> str:

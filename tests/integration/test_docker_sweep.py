@@ -1,0 +1,126 @@
+"""The core sweep on the real engine and the real package index (issue 2's acceptance matrix)."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import docker
+import pytest
+
+from matrix.engine import RUN_LABEL, DockerEngine
+
+MATRIX = """
+bases:
+  bookworm-py311: {{image: "{base}"}}
+packages:
+  numpy: ["1.26.4", "2.2.6"]
+  scipy: ["1.11.4"]
+modes: [together, layered]
+layered_order: [scipy, numpy]
+include:
+  # numpy 1.22.4 has no wheel for CPython 3.11 (the first cp311 wheels came with 1.23.2).
+  - {{base: bookworm-py311, mode: together, numpy: "1.22.4"}}
+limits: {{timeout_s: 120, memory: 2g}}
+"""
+
+
+def compat_matrix(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "matrix", *args], capture_output=True, text=True, timeout=1800)
+
+
+@pytest.fixture(scope="module")
+def config(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    p = tmp_path_factory.mktemp("cfg") / "matrix.yaml"
+    p.write_text(textwrap.dedent(MATRIX.format(base=base_image)))
+    return p
+
+
+@pytest.fixture(scope="module")
+def sweep(config: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
+    results = tmp_path_factory.mktemp("results")
+    return compat_matrix("run", "--config", str(config), "--results", str(results)), results
+
+
+def rows(results: Path) -> dict[str, dict[str, str]]:
+    with open(results / "matrix.csv", newline="") as f:
+        return {r["cell"]: r for r in csv.DictReader(f)}
+
+
+def test_acceptance_matrix_outcomes(sweep: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    proc, results = sweep
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    got = rows(results)
+    prefix = "bookworm-py311-numpy"
+    assert {cell: r["outcome"] for cell, r in got.items()} == {
+        f"{prefix}1.26.4-scipy1.11.4-together": "pass",
+        f"{prefix}1.26.4-scipy1.11.4-layered": "pass",
+        f"{prefix}2.2.6-scipy1.11.4-together": "resolve-conflict",
+        f"{prefix}2.2.6-scipy1.11.4-layered": "import-error",
+        "bookworm-py311-numpy1.22.4-together": "no-wheel",
+    }
+    broken = got[f"{prefix}2.2.6-scipy1.11.4-layered"]
+    assert "numpy.dtype size changed" in broken["error"]
+    # layered really forced numpy over the one scipy pulled in.
+    assert broken["installed_numpy"] == "2.2.6" and broken["installed_scipy"] == "1.11.4"
+    assert "scipy 1.11.4 depends on numpy<1.28.0" in got[f"{prefix}2.2.6-scipy1.11.4-together"]["error"]
+    assert "numpy==1.22.4" in got["bookworm-py311-numpy1.22.4-together"]["error"]
+    assert got[f"{prefix}1.26.4-scipy1.11.4-together"]["python"].startswith("3.11")
+    assert "2 pass, 1 import-error, 1 resolve-conflict, 1 no-wheel" in proc.stdout
+
+
+def test_markdown_and_logs(sweep: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    _, results = sweep
+    md = (results / "matrix.md").read_text()
+    assert "| numpy 2.2.6, scipy 1.11.4" in md and "❌" in md and "⛔" in md and "## Legend" in md
+    logs = results / "logs" / "bookworm-py311-numpy2.2.6-scipy1.11.4-layered"
+    assert "--no-deps numpy==2.2.6" in (logs / "Dockerfile").read_text()
+    assert "Successfully installed numpy-2.2.6" in (logs / "build.log").read_text()
+    assert "dtype size changed" in (logs / "probes.jsonl").read_text()
+
+
+def test_no_object_of_the_run_is_left(sweep: tuple[subprocess.CompletedProcess[str], Path], engine: DockerEngine) -> None:
+    proc, _ = sweep
+    run_id = proc.stdout.split()[2].rstrip(":")
+    c = engine.client
+    assert not c.containers.list(all=True, filters={"label": f"{RUN_LABEL}={run_id}"})
+    assert not c.images.list(all=True, filters={"label": f"{RUN_LABEL}={run_id}"})
+
+
+def test_keep_keeps_the_image_and_reproduce_rebuilds_the_same_verdict(
+    config: Path, tmp_path: Path, engine: DockerEngine
+) -> None:
+    cell = "bookworm-py311-numpy2.2.6-scipy1.11.4-layered"
+    # reproduce: the printed context, built by hand the way a user would, breaks the same way.
+    ctx = tmp_path / "ctx"
+    rep = compat_matrix("reproduce", "--config", str(config), cell, "--write", str(ctx))
+    assert rep.returncode == 0, rep.stderr
+    label = {RUN_LABEL: "integration-reproduce"}
+    client: docker.DockerClient = engine.client
+    try:
+        image, _ = client.images.build(path=str(ctx), tag="compat-matrix-repro:test", rm=True, forcerm=True,
+                                       network_mode="host", labels=label)
+        out = client.containers.run(
+            image.id, ["/opt/compat-matrix/venv/bin/python", "-c", "import scipy.stats"],
+            network_mode="none", remove=True, stderr=True, stdout=True, labels=label,
+        )
+        pytest.fail(f"import scipy.stats should have failed, got {out!r}")
+    except docker.errors.ContainerError as e:
+        assert b"numpy.dtype size changed" in (e.stderr or b"")
+    finally:
+        engine.remove_labelled("integration-reproduce")
+
+    results = tmp_path / "results"
+    proc = compat_matrix("run", "--config", str(config), "--results", str(results),
+                         "--select", "*-numpy1.26.4-*-together", "--keep")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run_id = proc.stdout.split()[2].rstrip(":")
+    try:
+        kept = client.images.list(filters={"label": f"{RUN_LABEL}={run_id}"})
+        assert kept, "--keep should keep the cell's image"
+        assert list(rows(results)) == ["bookworm-py311-numpy1.26.4-scipy1.11.4-together"]
+    finally:
+        engine.remove_labelled(run_id)
