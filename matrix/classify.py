@@ -49,16 +49,18 @@ _INFRA = re.compile(
     r"failed to fetch|operation timed out",
     re.IGNORECASE,
 )
-_CONFLICT = re.compile(
-    r"ResolutionImpossible|conflicting dependencies|No solution found when resolving|"
-    r"requirements are unsatisfiable",
-)
 _NO_WHEEL = re.compile(
-    r"No matching distribution found|Could not find a version that satisfies|"
-    r"has no wheels with a matching|no wheels? (?:are|is) available|"
-    r"Only sdist|only has source distributions|is not available for this platform",
+    r"No matching distribution found|Could not find a version that satisfies|"  # pip
+    r"has no usable wheels|has no wheels with a matching|there is no version of|"  # uv
+    r"only has source distributions|is not available for this platform",
 )
+_CONFLICT = re.compile(
+    r"ResolutionImpossible|conflicting dependencies|"  # pip
+    r"No solution found when resolving|requirements are unsatisfiable",  # uv
+)
+# pip lists the clashing requirements under "The conflict is caused by:"; uv explains "Because …".
 _CONFLICT_DETAIL = re.compile(r"^\s*(\S+ \S+ depends on .+)$", re.MULTILINE)
+_BECAUSE = re.compile(r"^\s*(?:cause: |╰─▶ )?(Because .+)$", re.MULTILINE)
 _ERROR_LINE = re.compile(r"^(?:ERROR|error): (.+)$", re.MULTILINE)
 
 # Printed by a probe that still passed, yet announcing the breakage to come.
@@ -82,16 +84,19 @@ def classify_install(log: str) -> Verdict:
     infra = _INFRA.search(log)
     if infra:
         return Verdict(Outcome.INFRA_ERROR, _line_of(log, infra.start()))
+    # A missing wheel first: uv reports it as "No solution found" too.
+    if _NO_WHEEL.search(log):
+        m = re.search(r"No matching distribution found for \S+", log) or _BECAUSE.search(log)
+        return Verdict(Outcome.NO_WHEEL, m.group(m.lastindex or 0) if m else _first_error(log))
     if _CONFLICT.search(log):
+        because = _BECAUSE.search(log)
+        if because:
+            return Verdict(Outcome.RESOLVE_CONFLICT, because.group(1).strip())
         error = _first_error(log)
         detail = _CONFLICT_DETAIL.findall(log)
         if detail:
             error += " (" + "; ".join(d.strip() for d in detail) + ")"
         return Verdict(Outcome.RESOLVE_CONFLICT, error)
-    if _NO_WHEEL.search(log):
-        # The "No matching distribution" line is the shorter, clearer of pip's two.
-        m = re.search(r"No matching distribution found for \S+", log)
-        return Verdict(Outcome.NO_WHEEL, m.group(0) if m else _first_error(log))
     return Verdict(Outcome.BUILD_ERROR, _first_error(log))
 
 

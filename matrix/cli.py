@@ -13,9 +13,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from matrix import __version__, cells, dockerfile, probing, report, spec
+from matrix import __version__, cells, dockerfile, probing, report, spec, sweep
 from matrix.classify import Outcome
-from matrix.errors import EXIT_INFRA, EXIT_OK, CompatMatrixError, ConfigError
+from matrix.errors import EXIT_INFRA, EXIT_OK, CompatMatrixError, ConfigError, EngineUnavailable
 from matrix.install import redact
 
 
@@ -37,7 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--results", default="results", type=Path, help="output directory (default: results)")
     run.add_argument("--select", action="append", metavar="GLOB",
                      help="only cells whose id matches (repeatable), e.g. 'bookworm-py311-*'")
-    run.add_argument("--keep", action="store_true", help="keep each cell's image for inspection")
+    run.add_argument("--keep", action="store_true", help="keep each cell's image (or venv) for inspection")
+    run.add_argument("--backend", choices=("auto", "docker", "venv"), default="auto",
+                     help="docker: a throwaway image per cell; venv: a throwaway virtual environment "
+                          "per cell, no daemon; auto (default): docker when an engine answers, else venv")
 
     ls = sub.add_parser("list", help="print the cells, one id per line; nothing is built")
     config_arg(ls)
@@ -102,31 +105,52 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from matrix import sweep
-    from matrix.docker_backend import DockerBackend
-    from matrix.engine import DockerEngine, EngineFault
+def _backend(choice: str, s: spec.Spec, run_id: str, keep: bool) -> tuple[sweep.Backend, str]:
+    """The backend to run, and a line saying which one and why."""
+    from matrix.venv_backend import VenvBackend
 
+    if choice in ("docker", "auto"):
+        from matrix.docker_backend import DockerBackend
+        from matrix.engine import DockerEngine
+
+        try:
+            engine = DockerEngine()
+        except EngineUnavailable as e:
+            if choice == "docker":
+                raise
+            return VenvBackend(s, run_id, keep=keep), f"{e}: running the embedded venv backend instead"
+        return DockerBackend(engine, s, run_id, keep=keep), f"docker backend on {engine.description}"
+    return VenvBackend(s, run_id, keep=keep), "venv backend (--backend venv)"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
     s, plan, chosen = _selected(args)
-    engine = DockerEngine()  # before anything is written: no engine, no change to results/
     run_id = sweep.new_run_id()
-    backend = DockerBackend(engine, s, run_id, keep=args.keep)
+    # Before anything is written: no engine (with --backend docker), no change to results/.
+    backend, why = _backend(args.backend, s, run_id, args.keep)
+    print(f"compat-matrix run {run_id}: {why}")
+    skipped = {b.name: backend.skip_reason(b) for b in s.bases}
+    for reason in sorted({r for r in skipped.values() if r}):
+        print(f"skipped: {reason}")
+    runnable = tuple(c for c in chosen if not skipped[c.base])
+    if not runnable:
+        backend.close(interrupted=False)
+        raise ConfigError(str(args.config), "bases", f"none of the {len(chosen)} selected cells can run on "
+                          f"the {backend.name} backend", "see the skipped lines above")
+    print(f"{len(runnable)} cells" + (f", {len(plan.excluded)} excluded" if plan.excluded else "")
+          + (f", {len(chosen) - len(runnable)} skipped" if len(runnable) < len(chosen) else ""))
     results: Path = args.results
-    print(f"compat-matrix run {run_id}: {len(chosen)} cells on {engine.description}"
-          + (f" ({len(plan.excluded)} excluded)" if plan.excluded else ""))
     outcome: sweep.SweepResult | None = None
     try:
         with sweep.sigterm_raises():
-            outcome = sweep.sweep(chosen, backend, results, run_id)
+            outcome = sweep.sweep(runnable, backend, results, run_id)
     finally:
-        if not args.keep:
-            # An interrupted build goes on in the daemon for a moment: wait it out.
-            settle = 0.0 if outcome is not None and outcome.interrupted is None else 8.0
-            try:
-                engine.remove_labelled(run_id, settle_s=settle)
-            except EngineFault as e:
-                _err(f"cleanup of run {run_id} failed: {e}")
-        engine.close()
+        try:
+            backend.close(interrupted=outcome is None or outcome.interrupted is not None)
+        except CompatMatrixError as e:
+            _err(f"cleanup of run {run_id} failed: {e}")
+        except Exception as e:  # noqa: BLE001 - a failed cleanup must not hide the results
+            _err(f"cleanup of run {run_id} failed: {e}")
     paths = report.write(outcome.records, results, s.package_names)
     print(f"{len(outcome.records)}/{outcome.total} cells: {report.summary(outcome.records)}")
     print("wrote " + ", ".join(str(p) for p in paths) + f", logs in {results / 'logs'}")

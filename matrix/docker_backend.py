@@ -14,15 +14,12 @@ from typing import Protocol
 
 from matrix import dockerfile, probing
 from matrix.cells import Cell
-from matrix.classify import Outcome, Verdict, classify_install, classify_probes
-from matrix.engine import CELL_LABEL, RUN_LABEL, BuildResult, EngineFault, RunResult
+from matrix.classify import Outcome, Verdict, classify_install
+from matrix.engine import CELL_LABEL, RUN_LABEL, BuildResult, EngineFault
+from matrix.probing import RunResult
 from matrix.install import redact
-from matrix.spec import Spec
+from matrix.spec import Base, Spec
 from matrix.store import Record
-
-# The driver's own start-up and the container's, on top of each probe's limit.
-_RUN_SLACK_S = 60.0
-
 
 class Engine(Protocol):
     description: str
@@ -31,7 +28,8 @@ class Engine(Protocol):
     def build(self, context_dir: Path, tag: str) -> BuildResult: ...
     def run(self, image: str, command: list[str], *, environment: dict[str, str],
             labels: dict[str, str], memory: str, timeout_s: float) -> RunResult: ...
-    def remove_labelled(self, run_id: str, cell: str | None = None) -> int: ...
+    def remove_labelled(self, run_id: str, cell: str | None = None, *, settle_s: float = 0.0) -> int: ...
+    def close(self) -> None: ...
 
 
 def cell_key(cell: Cell) -> str:
@@ -48,6 +46,20 @@ class DockerBackend:
         self.run_id = run_id
         self.keep = keep
         self._base_errors: dict[str, str | None] = {}
+
+    def close(self, *, interrupted: bool) -> None:
+        """Remove whatever the run left on the engine (all of it unless --keep)."""
+        try:
+            if not self.keep:
+                # An interrupted build goes on in the daemon for a moment: wait it out.
+                self.engine.remove_labelled(self.run_id, settle_s=8.0 if interrupted else 0.0)
+        finally:
+            self.engine.close()
+
+    def skip_reason(self, base: Base) -> str | None:
+        if base.image is None:
+            return f"base {base.name} names no image (the docker backend builds from an image)"
+        return None
 
     def _base_error(self, base_name: str) -> str | None:
         # Once per base: a missing image is the same failure for all of its cells.
@@ -95,12 +107,11 @@ class DockerBackend:
 
         limits = self.spec.limits
         nonce = probing.new_nonce()
-        n_probes = len([n for n in probing.probe_files() if not n.startswith("_")])
         ran = self.engine.run(
             tag, [dockerfile.VENV_PYTHON, dockerfile.DRIVER],
             environment=probing.environment(cell, nonce, limits.timeout_s),
             labels=self.labels(cell), memory=limits.memory,
-            timeout_s=limits.timeout_s * max(n_probes, 1) + _RUN_SLACK_S,
+            timeout_s=probing.driver_timeout(limits.timeout_s),
         )
         report = probing.parse(ran.stdout, nonce)
         record.python, record.installed = report.python, report.installed
@@ -108,22 +119,4 @@ class DockerBackend:
             for p in report.probes:
                 f.write(json.dumps(p, sort_keys=True) + "\n")
         (log_dir / "driver.stderr").write_text(ran.stderr, encoding="utf-8")
-        return judge_run(ran, report, limits.memory)
-
-
-def judge_run(ran: RunResult, report: probing.DriverReport, memory: str) -> Verdict:
-    """The cell's verdict from the probe container: the probes first, then how it ended."""
-    verdict = classify_probes(report.probes) if report.probes else None
-    if ran.oom_killed:
-        return Verdict(Outcome.CRASH, f"out of memory: the engine killed the probes at the {memory} limit")
-    if verdict is not None and verdict.outcome not in (Outcome.PASS, Outcome.WARN):
-        return verdict
-    if ran.timed_out:
-        return Verdict(Outcome.TIMEOUT, "the probes did not finish within the time limit")
-    if report.python is None:
-        last = [ln for ln in ran.stderr.splitlines() if ln.strip()]
-        why = last[-1] if last else f"exit code {ran.exit_code}"
-        return Verdict(Outcome.BUILD_ERROR, f"the environment cannot run Python: {why}")
-    if not report.complete:
-        return Verdict(Outcome.CRASH, f"the probe driver died (exit code {ran.exit_code})")
-    return verdict or Verdict(Outcome.INFRA_ERROR, "the probe driver reported no probe")
+        return probing.judge(ran, report, limits.memory)

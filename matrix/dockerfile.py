@@ -49,6 +49,8 @@ def _wheel_dist(filename: str) -> str:
 def context(cell: Cell, spec: Spec, labels: dict[str, str] | None = None) -> BuildContext:
     base = spec.base(cell.base)
     files: dict[str, Path] = {}
+    if base.image is None:
+        raise ValueError(f"base {base.name} has no image")  # the backend skips such bases
     lines = [f"# compat-matrix cell {cell.id}", f"FROM {base.image}"]
     if labels:
         # Right after FROM, so every intermediate layer and build container carries them too:
@@ -56,7 +58,7 @@ def context(cell: Cell, spec: Spec, labels: dict[str, str] | None = None) -> Bui
         lines.append("LABEL " + " ".join(f"{k}={json.dumps(v)}" for k, v in sorted(labels.items())))
     # Setup steps are the user's own shell commands, kept as written (one RUN each).
     lines += [f"RUN {step}" for step in base.setup]
-    lines.append(f"RUN {shlex.quote(base.python)} -m venv {ROOT}/venv")
+    lines.append(f"RUN {shlex.quote(base.image_python)} -m venv {ROOT}/venv")
     env = ["PIP_DISABLE_PIP_VERSION_CHECK=1", "PIP_NO_CACHE_DIR=1", "PIP_NO_INPUT=1",
            "PIP_ROOT_USER_ACTION=ignore"]
     if spec.install.ca_bundle is not None:

@@ -18,6 +18,7 @@ import docker.errors
 import requests.exceptions
 
 from matrix.errors import EngineUnavailable
+from matrix.probing import RunResult
 
 RUN_LABEL = "org.compat-matrix.run"
 # The classic builder colours a step's stderr; the classifier reads plain lines.
@@ -34,15 +35,6 @@ class BuildResult:
     ok: bool
     log: str
     error: str = ""
-
-
-@dataclass(frozen=True)
-class RunResult:
-    exit_code: int | None
-    stdout: str
-    stderr: str
-    timed_out: bool = False
-    oom_killed: bool = False
 
 
 _FAULTS = (docker.errors.DockerException, requests.exceptions.RequestException, ConnectionError)

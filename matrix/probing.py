@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from matrix.cells import Cell
+from matrix.classify import Outcome, Verdict, classify_probes
 
 
 def probes_dir() -> Path:
@@ -46,6 +47,17 @@ def environment(cell: Cell, nonce: str, timeout_s: float) -> dict[str, str]:
     }
 
 
+@dataclass(frozen=True)
+class RunResult:
+    """How the driver's run ended, whatever ran it (a container, a local process)."""
+
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    timed_out: bool = False
+    oom_killed: bool = False
+
+
 @dataclass
 class DriverReport:
     python: str | None = None
@@ -76,3 +88,27 @@ def parse(output: str, nonce: str) -> DriverReport:
         elif kind == "done":
             report.complete = True
     return report
+
+
+def judge(ran: RunResult, report: DriverReport, memory: str) -> Verdict:
+    """The cell's verdict from the probe run: the probes first, then how the run ended."""
+    verdict = classify_probes(report.probes) if report.probes else None
+    if ran.oom_killed:
+        return Verdict(Outcome.CRASH, f"out of memory: the engine killed the probes at the {memory} limit")
+    if verdict is not None and verdict.outcome not in (Outcome.PASS, Outcome.WARN):
+        return verdict
+    if ran.timed_out:
+        return Verdict(Outcome.TIMEOUT, "the probes did not finish within the time limit")
+    if report.python is None:
+        last = [ln for ln in ran.stderr.splitlines() if ln.strip()]
+        why = last[-1] if last else f"exit code {ran.exit_code}"
+        return Verdict(Outcome.BUILD_ERROR, f"the environment cannot run Python: {why}")
+    if not report.complete:
+        return Verdict(Outcome.CRASH, f"the probe driver died (exit code {ran.exit_code})")
+    return verdict or Verdict(Outcome.INFRA_ERROR, "the probe driver reported no probe")
+
+
+def driver_timeout(timeout_s: float) -> float:
+    """The limit on a whole driver run: each probe's limit, plus the driver's own start-up."""
+    n_probes = len([n for n in probe_files() if not n.startswith("_")])
+    return timeout_s * max(n_probes, 1) + 60.0

@@ -42,12 +42,29 @@ INSTALL_KEYS = ("only_binary", "index_url", "extra_index_urls", "find_links", "c
 LIMIT_KEYS = ("timeout_s", "memory")
 
 
+_PY_VERSION = re.compile(r"^[0-9]+\.[0-9]+$")
+
+
 @dataclass(frozen=True)
 class Base:
+    """Where cells run: an image (docker backend), an interpreter (venv backend), or both.
+
+    `python` is a path, a command name, or a version such as "3.12" (python3.12 in the image;
+    found on PATH or under pyenv by the venv backend). None: python3 in an image, and no
+    interpreter for the venv backend.
+    """
+
     name: str
-    image: str
-    python: str = "python3"
+    image: str | None = None
+    python: str | None = None
     setup: tuple[str, ...] = ()
+
+    @property
+    def image_python(self) -> str:
+        """The interpreter command inside the image."""
+        if self.python is None:
+            return "python3"
+        return f"python{self.python}" if _PY_VERSION.match(self.python) else self.python
 
 
 @dataclass(frozen=True)
@@ -212,16 +229,20 @@ class _Validator:
                 raise self.fail(key, "a base name may hold only letters, digits, '.', '_' and '-'",
                                 "rename it, e.g. bookworm-py311")
             body = self.mapping(raw, key, BASE_KEYS)
-            if "image" not in body:
-                raise self.fail(f"{key}.image", "missing", 'add image: "python:3.11-slim-bookworm"')
-            image = body["image"]
-            if not isinstance(image, str) or not _IMAGE.match(image):
+            if "image" not in body and "python" not in body:
+                raise self.fail(key, "names neither an image nor an interpreter",
+                                'add image: "python:3.11-slim-bookworm" and/or python: "3.11"')
+            image = body.get("image")
+            if image is not None and (not isinstance(image, str) or not _IMAGE.match(image)):
                 raise self.fail(f"{key}.image", f"{image!r} is not an image reference",
                                 "use name[:tag][@sha256:digest] with no spaces or shell characters")
-            python = body.get("python", "python3")
-            if not isinstance(python, str) or not _PYTHON.match(python):
-                raise self.fail(f"{key}.python", f"{python!r} is not an interpreter path or name",
-                                "use e.g. /usr/bin/python3.10 or python3")
+            python = body.get("python")
+            if isinstance(python, float):
+                raise self.fail(f"{key}.python", f"{python!r} was read as a number",
+                                f'quote it: "{python}" (YAML turns 3.10 into 3.1)')
+            if python is not None and (not isinstance(python, str) or not _PYTHON.match(python)):
+                raise self.fail(f"{key}.python", f"{python!r} is not an interpreter path, name or version",
+                                'use e.g. "3.12", /usr/bin/python3.10 or python3')
             setup = tuple(self.string_list(body.get("setup", []), f"{key}.setup"))
             for i, step in enumerate(setup):
                 if "\n" in step:

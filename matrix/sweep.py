@@ -20,13 +20,16 @@ from matrix.cells import Cell
 from matrix.classify import Outcome
 from matrix.errors import EXIT_INTERRUPTED
 from matrix.install import redact
+from matrix.spec import Base
 from matrix.store import Record, RecordLog
 
 
 class Backend(Protocol):
     name: str
 
+    def skip_reason(self, base: Base) -> str | None: ...
     def run_cell(self, cell: Cell, log_dir: Path) -> Record: ...
+    def close(self, *, interrupted: bool) -> None: ...
 
 
 class Terminated(BaseException):

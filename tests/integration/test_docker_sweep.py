@@ -15,7 +15,8 @@ from matrix.engine import RUN_LABEL, DockerEngine
 
 MATRIX = """
 bases:
-  bookworm-py311: {{image: "{base}"}}
+  # python: "3.11" is python3.11 in the image, and pyenv's 3.11 for the venv backend.
+  bookworm-py311: {{image: "{base}", python: "3.11"}}
 packages:
   numpy: ["1.26.4", "2.2.6"]
   scipy: ["1.11.4"]
@@ -42,7 +43,7 @@ def config(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def sweep(config: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
     results = tmp_path_factory.mktemp("results")
-    return compat_matrix("run", "--config", str(config), "--results", str(results)), results
+    return compat_matrix("run", "--config", str(config), "--results", str(results), "--backend", "docker"), results
 
 
 def rows(results: Path) -> dict[str, dict[str, str]]:
@@ -124,3 +125,18 @@ def test_keep_keeps_the_image_and_reproduce_rebuilds_the_same_verdict(
         assert list(rows(results)) == ["bookworm-py311-numpy1.26.4-scipy1.11.4-together"]
     finally:
         engine.remove_labelled(run_id)
+
+
+def test_docker_and_venv_backends_agree(sweep: tuple[subprocess.CompletedProcess[str], Path], config: Path,
+                                        tmp_path: Path) -> None:
+    _, docker_results = sweep
+    proc = compat_matrix("run", "--config", str(config), "--results", str(tmp_path), "--backend", "venv")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    in_docker, in_venv = rows(docker_results), rows(tmp_path)
+    assert set(in_docker) == set(in_venv)
+    for cell, row in in_docker.items():
+        assert (row["backend"], in_venv[cell]["backend"]) == ("docker", "venv")
+        assert row["outcome"] == in_venv[cell]["outcome"], cell
+        assert row["installed_numpy"] == in_venv[cell]["installed_numpy"], cell
+    both = in_docker["bookworm-py311-numpy2.2.6-scipy1.11.4-layered"], in_venv["bookworm-py311-numpy2.2.6-scipy1.11.4-layered"]
+    assert all("numpy.dtype size changed" in r["error"] for r in both)

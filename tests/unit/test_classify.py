@@ -45,12 +45,28 @@ def test_an_unreachable_index_is_infra_not_no_wheel() -> None:
         ("  × No solution found when resolving dependencies:\n  ╰─▶ Because scipy==1.11.4 depends on numpy<1.28 ...",
          Outcome.RESOLVE_CONFLICT),
         ("  × No solution found when resolving dependencies:\n  ╰─▶ Because numpy==1.24.3 has no wheels with a "
-         "matching Python ABI tag", Outcome.RESOLVE_CONFLICT),
+         "matching Python ABI tag", Outcome.NO_WHEEL),
         ("", Outcome.BUILD_ERROR),
     ],
 )
 def test_other_install_failures(log: str, outcome: Outcome) -> None:
     assert classify_install(log).outcome is outcome
+
+
+@pytest.mark.parametrize(
+    ("name", "outcome", "error"),
+    [
+        ("uv-conflict.log", Outcome.RESOLVE_CONFLICT,
+         "Because scipy==1.11.4 depends on numpy>=1.21.6,<1.28.0 and you require numpy==2.2.6"),
+        ("uv-nowheel.log", Outcome.NO_WHEEL, "Because numpy==1.22.4 has no usable wheels"),
+        ("uv-nosuch.log", Outcome.NO_WHEEL, "Because there is no version of numpy==9.9.9"),
+        ("uv-offline.log", Outcome.INFRA_ERROR, "Failed to fetch"),
+    ],
+)
+def test_uv_output(name: str, outcome: Outcome, error: str) -> None:
+    v = classify_install((DATA / name).read_text())
+    assert v.outcome is outcome
+    assert error in v.error
 
 
 def test_dtype_size_changed_is_import_error_naming_the_module() -> None:

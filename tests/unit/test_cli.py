@@ -84,6 +84,6 @@ def test_no_engine_is_exit_3_and_results_untouched(config: Path, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
     results = tmp_path / "results"
-    assert main(["run", "--config", str(config), "--results", str(results)]) == 3
+    assert main(["run", "--config", str(config), "--results", str(results), "--backend", "docker"]) == 3
     assert "no Docker Engine answered" in capsys.readouterr().err
     assert not results.exists()

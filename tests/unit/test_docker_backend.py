@@ -8,8 +8,9 @@ from pathlib import Path
 from matrix import probing
 from matrix.cells import Cell
 from matrix.classify import Outcome
-from matrix.docker_backend import DockerBackend, judge_run
-from matrix.engine import BuildResult, EngineFault, RunResult
+from matrix.docker_backend import DockerBackend
+from matrix.engine import BuildResult, EngineFault
+from matrix.probing import RunResult, judge
 
 MATRIX = """
 bases: {b: {image: "python:3.11-slim"}}
@@ -73,11 +74,11 @@ def test_missing_base_image_is_infra_error_for_every_cell_of_it(make_spec, tmp_p
 def test_judge_run() -> None:
     ok = probing.DriverReport(python="3.11.2", probes=[{"probe": "imports", "returncode": 0,
                                                         "result": {"status": "pass"}}], complete=True)
-    assert judge_run(RunResult(0, "", ""), ok, "4g").outcome is Outcome.PASS
-    assert judge_run(RunResult(137, "", "", oom_killed=True), ok, "4g").outcome is Outcome.CRASH
+    assert judge(RunResult(0, "", ""), ok, "4g").outcome is Outcome.PASS
+    assert judge(RunResult(137, "", "", oom_killed=True), ok, "4g").outcome is Outcome.CRASH
     partial = probing.DriverReport(python="3.11.2", probes=ok.probes, complete=False)
-    assert judge_run(RunResult(None, "", "", timed_out=True), partial, "4g").outcome is Outcome.TIMEOUT
-    assert judge_run(RunResult(137, "", ""), partial, "4g").outcome is Outcome.CRASH
+    assert judge(RunResult(None, "", "", timed_out=True), partial, "4g").outcome is Outcome.TIMEOUT
+    assert judge(RunResult(137, "", ""), partial, "4g").outcome is Outcome.CRASH
     nothing = probing.DriverReport()
-    v = judge_run(RunResult(127, "", "exec: python: not found\n"), nothing, "4g")
+    v = judge(RunResult(127, "", "exec: python: not found\n"), nothing, "4g")
     assert v.outcome is Outcome.BUILD_ERROR and "not found" in v.error

@@ -48,11 +48,26 @@ def test_the_issue_example_is_valid(tmp_path: Path) -> None:
     s = load(tmp_path, GOOD)
     assert [b.name for b in s.bases] == ["bookworm-py311", "jammy-cuda121"]
     assert s.base("jammy-cuda121").python == "/usr/bin/python3.10"
-    assert s.base("bookworm-py311").python == "python3"
+    assert s.base("bookworm-py311").python is None
+    assert s.base("bookworm-py311").image_python == "python3"
+    assert s.base("jammy-cuda121").image_python == "/usr/bin/python3.10"
     assert s.packages == (("numpy", ("1.26.4", "2.2.6")), ("scipy", ("1.11.4", "1.14.1")))
     assert s.layered_order == ("scipy", "numpy")
     assert s.exclude[0].pins == (("numpy", "2.2.6"),) and s.exclude[0].reason == "not needed"
     assert s.limits == spec.Limits(300.0, "4g")
+
+
+def test_a_base_is_an_image_an_interpreter_or_both(tmp_path: Path) -> None:
+    s = load(tmp_path, """
+        bases:
+          py312: {python: "3.12"}
+          both: {image: "python:3.12-slim", python: "3.12"}
+        packages: {numpy: ["2.2.6"]}
+    """)
+    assert s.base("py312").image is None and s.base("py312").python == "3.12"
+    assert s.base("both").image_python == "python3.12"
+    assert bad(tmp_path, "bases: {b: {setup: []}}\npackages: {numpy: ['1']}\n").key == "bases.b"
+    assert "quote it" in str(bad(tmp_path, "bases: {b: {python: 3.10}}\npackages: {numpy: ['1']}\n"))
 
 
 def test_layered_order_defaults_to_file_order_and_is_completed(tmp_path: Path) -> None:

@@ -1,0 +1,128 @@
+"""The embedded backend: one throwaway virtual environment per cell, no daemon needed.
+
+Same install steps (install.py), same probes, same classification as the docker backend; uv
+makes the venv and installs into it, with uv's one shared cache. The probes run as a local
+process: there is no network or memory isolation here, which the docker backend adds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from uv import find_uv_bin
+
+from matrix import install, interpreters, probing
+from matrix.cells import Cell
+from matrix.classify import Outcome, Verdict, classify_install
+from matrix.install import redact
+from matrix.spec import Base, Spec
+from matrix.store import Record
+
+# An installer step that runs this long is stuck on the network, not telling us about the pins.
+_INSTALL_TIMEOUT_S = 1800
+# Host settings that describe this machine's CPU, not the cell (old OpenBLAS builds need them).
+_PASSTHROUGH = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+class VenvBackend:
+    name = "venv"
+
+    def __init__(self, spec: Spec, run_id: str, *, keep: bool = False) -> None:
+        self.spec = spec
+        self.run_id = run_id
+        self.keep = keep
+        self.uv = find_uv_bin()
+
+    def close(self, *, interrupted: bool) -> None:
+        """Nothing outlives a cell here: each venv goes when its cell ends."""
+
+    def skip_reason(self, base: Base) -> str | None:
+        if base.python is None:
+            return (f"base {base.name} names only an image; give it python: (a version such as "
+                    '"3.11", or a path) to run it without an engine')
+        if interpreters.find(base.python) is None:
+            return f"base {base.name}: no interpreter {base.python!r} on this machine (PATH and pyenv searched)"
+        return None
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ, UV_PYTHON_DOWNLOADS="never", UV_NO_PROGRESS="1")
+        if self.spec.install.ca_bundle is not None:
+            env["SSL_CERT_FILE"] = str(self.spec.install.ca_bundle)
+        return env
+
+    def run_cell(self, cell: Cell, log_dir: Path) -> Record:
+        started = time.monotonic()
+        record = Record(cell=cell.id, base=cell.base, mode=cell.mode, pins=cell.pin_dict,
+                        outcome=Outcome.INFRA_ERROR, backend=self.name, run_id=self.run_id)
+        work = Path(tempfile.mkdtemp(prefix=f"compat-matrix-{self.run_id}-"))
+        try:
+            verdict = self._run(cell, work, log_dir, record)
+        finally:
+            if self.keep:
+                (log_dir / "venv-path").write_text(str(work / "venv") + "\n", encoding="utf-8")
+            else:
+                shutil.rmtree(work, ignore_errors=True)
+        record.outcome, record.error = verdict.outcome, verdict.error
+        record.duration_s = round(time.monotonic() - started, 2)
+        return record
+
+    def _run(self, cell: Cell, work: Path, log_dir: Path, record: Record) -> Verdict:
+        base = self.spec.base(cell.base)
+        found = interpreters.find(base.python or "")
+        if found is None:
+            return Verdict(Outcome.INFRA_ERROR, self.skip_reason(base) or "no interpreter")
+        venv = work / "venv"
+        python = str(venv / "bin" / "python")
+        commands = [[self.uv, "venv", "--quiet", "--python", found.path, str(venv)]]
+        for step in install.steps(cell, self.spec, list(self.spec.install.find_links)):
+            verb, *options = step.args
+            commands.append([self.uv, "pip", verb, "--python", python, *options])
+        log: list[str] = []
+        env = self._env()
+        try:
+            for argv in commands:
+                log.append("$ " + shlex.join(["uv", *argv[1:]]) + "\n")
+                try:
+                    done = subprocess.run(argv, env=env, capture_output=True, text=True,
+                                          timeout=_INSTALL_TIMEOUT_S, stdin=subprocess.DEVNULL)
+                except subprocess.TimeoutExpired:
+                    return Verdict(Outcome.INFRA_ERROR, f"the installer did not finish in {_INSTALL_TIMEOUT_S} s")
+                log.append(done.stdout + done.stderr)
+                if done.returncode != 0:
+                    return classify_install(redact(done.stdout + done.stderr))
+        finally:
+            (log_dir / "install.log").write_text(redact("".join(log)), encoding="utf-8")
+
+        limits = self.spec.limits
+        nonce = probing.new_nonce()
+        home = work / "home"
+        home.mkdir()
+        probe_env = {k: os.environ[k] for k in ("PATH", *_PASSTHROUGH) if k in os.environ}
+        probe_env.update(probing.environment(cell, nonce, limits.timeout_s), HOME=str(home), LANG="C.UTF-8")
+        ran = _run_driver([python, str(probing.probes_dir() / "_driver.py")], probe_env, work,
+                          probing.driver_timeout(limits.timeout_s))
+        report = probing.parse(ran.stdout, nonce)
+        record.python, record.installed = report.python, report.installed
+        with open(log_dir / "probes.jsonl", "w", encoding="utf-8") as f:
+            for p in report.probes:
+                f.write(json.dumps(p, sort_keys=True) + "\n")
+        (log_dir / "driver.stderr").write_text(ran.stderr, encoding="utf-8")
+        return probing.judge(ran, report, "none")
+
+
+def _run_driver(argv: list[str], env: dict[str, str], cwd: Path, timeout_s: float) -> probing.RunResult:
+    try:
+        done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, timeout=timeout_s,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"").decode("utf-8", "replace")
+        return probing.RunResult(None, out, (e.stderr or b"").decode("utf-8", "replace"), timed_out=True)
+    return probing.RunResult(done.returncode, done.stdout.decode("utf-8", "replace"),
+                             done.stderr.decode("utf-8", "replace"))

@@ -1,0 +1,85 @@
+"""The embedded venv backend: real interpreters, real installs from the index, no daemon."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from matrix import interpreters
+
+MATRIX = """
+bases:
+  py311: {python: "3.11"}
+  py312: {python: "3.12"}
+  image-only: {image: "python:3.11-slim-bookworm"}
+packages:
+  numpy: ["1.24.3", "1.26.4", "2.2.6"]
+  scipy: ["1.11.4"]
+modes: [together, layered]
+layered_order: [scipy, numpy]
+exclude:
+  - {base: py311, numpy: "1.24.3", reason: "covered elsewhere"}
+  - {base: py312, numpy: "2.2.6", reason: "covered on py311"}
+  - {base: py312, numpy: "1.26.4", reason: "covered on py311"}
+  - {base: py312, mode: layered, reason: "one no-wheel cell is enough"}
+"""
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "matrix", "run", *args], capture_output=True, text=True,
+                          timeout=1800, env=env)
+
+
+@pytest.fixture(scope="module")
+def venv_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
+    for v in ("3.11", "3.12"):
+        if interpreters.find(v) is None:
+            pytest.fail(f"python{v} is needed for these tests (pyenv has it on our machines)")
+    d = tmp_path_factory.mktemp("venv")
+    (d / "matrix.yaml").write_text(textwrap.dedent(MATRIX))
+    return run("--config", str(d / "matrix.yaml"), "--results", str(d / "results"), "--backend", "venv"), d
+
+
+def test_venv_backend_gives_the_acceptance_outcomes(venv_sweep: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    proc, d = venv_sweep
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with open(d / "results" / "matrix.csv", newline="") as f:
+        got = {r["cell"]: r for r in csv.DictReader(f)}
+    assert {c: r["outcome"] for c, r in got.items()} == {
+        "py311-numpy1.26.4-scipy1.11.4-together": "pass",
+        "py311-numpy1.26.4-scipy1.11.4-layered": "pass",
+        "py311-numpy2.2.6-scipy1.11.4-together": "resolve-conflict",
+        "py311-numpy2.2.6-scipy1.11.4-layered": "import-error",
+        "py312-numpy1.24.3-scipy1.11.4-together": "no-wheel",
+    }
+    assert "numpy.dtype size changed" in got["py311-numpy2.2.6-scipy1.11.4-layered"]["error"]
+    assert "numpy==1.24.3" in got["py312-numpy1.24.3-scipy1.11.4-together"]["error"]
+    assert {r["backend"] for r in got.values()} == {"venv"}
+    assert got["py311-numpy1.26.4-scipy1.11.4-together"]["python"].startswith("3.11.")
+    # the image-only base is skipped, with the reason, not failed
+    assert "skipped: base image-only names only an image" in proc.stdout
+
+
+def test_no_venv_is_left_behind(venv_sweep: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    import tempfile
+
+    proc, _ = venv_sweep
+    run_id = proc.stdout.split()[2].rstrip(":")
+    assert not list(Path(tempfile.gettempdir()).glob(f"compat-matrix-{run_id}-*"))
+
+
+def test_auto_without_an_engine_runs_venv_and_says_why(tmp_path: Path) -> None:
+    import os
+
+    (tmp_path / "matrix.yaml").write_text("bases: {py311: {python: '3.11'}}\npackages: {numpy: ['1.26.4']}\n")
+    env = dict(os.environ, DOCKER_HOST=f"unix://{tmp_path}/no-engine.sock")
+    proc = run("--config", str(tmp_path / "matrix.yaml"), "--results", str(tmp_path / "r"), env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    first = proc.stdout.splitlines()[0]
+    assert "no Docker Engine answered" in first and "running the embedded venv backend instead" in first
+    assert "1/1 cells: 1 pass" in proc.stdout
