@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import nox
 
 nox.options.sessions = ["tests"]
@@ -9,22 +11,28 @@ nox.options.sessions = ["tests"]
 nox.options.default_venv_backend = "uv|virtualenv"
 
 
+def install_project(session: nox.Session, extras: str = "") -> None:
+    # setuptools reuses build/ from an earlier build and can install stale modules from it.
+    shutil.rmtree("build", ignore_errors=True)
+    session.install(f".{extras}")
+
+
 @nox.session
 def matrix(session: nox.Session) -> None:
     """Sweep matrix.yaml into results/ (args go to `compat-matrix run`, e.g. -- --select 'bookworm-*')."""
-    session.install(".")
+    install_project(session)
     session.run("compat-matrix", "run", *session.posargs)
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
     """All tests: unit (no engine) and integration (real Docker Engine, real package index)."""
-    session.install(".[test]")
+    install_project(session, "[test]")
     session.run("pytest", *session.posargs)
 
 
 @nox.session
 def unit(session: nox.Session) -> None:
     """Only the unit tests: seconds, no engine, no network."""
-    session.install(".[test]")
+    install_project(session, "[test]")
     session.run("pytest", "tests/unit", *session.posargs)
