@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -112,12 +113,15 @@ def _one_line(text: str, limit: int) -> str:
 
 
 def write(records: list[Record], results_dir: Path, packages: tuple[str, ...] = ()) -> list[Path]:
+    """The table and the records behind it (records.jsonl: what the registry and advisor read)."""
     names = packages_of(records, packages)
     df = table(records, packages)
     csv_path, md_path = results_dir / "matrix.csv", results_dir / "matrix.md"
+    records_path = results_dir / "records.jsonl"
+    atomic_write(records_path, "".join(json.dumps(r.serialize(), sort_keys=True) + "\n" for r in records))
     atomic_write(csv_path, df.to_csv(index=False))
     atomic_write(md_path, markdown(df, names))
-    return [csv_path, md_path]
+    return [csv_path, md_path, records_path]
 
 
 def summary(records: list[Record]) -> str:

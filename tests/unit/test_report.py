@@ -49,6 +49,11 @@ def test_markdown_pivot_sorts_versions_as_versions_and_has_a_legend(tmp_path: Pa
     assert "✅ pass: 3" in md
 
 
+def test_the_records_behind_the_table_are_written_beside_it(tmp_path: Path) -> None:
+    report.write(RECORDS, tmp_path, ("numpy", "scipy"))
+    assert load_records(tmp_path / "records.jsonl") == RECORDS
+
+
 def test_records_round_trip(tmp_path: Path) -> None:
     log = RecordLog(tmp_path / "r.jsonl")
     for r in RECORDS:
