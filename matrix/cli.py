@@ -13,7 +13,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from matrix import __version__, cells, dockerfile, probing, report, spec, sweep
+from matrix import __version__, cells, dockerfile, install, probing, report, spec, sweep
 from matrix.classify import Outcome
 from matrix.errors import EXIT_INFRA, EXIT_OK, CompatMatrixError, ConfigError, EngineUnavailable
 from matrix.install import redact
@@ -83,6 +83,17 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         close = difflib.get_close_matches(args.cell, list(found), n=1)
         raise ConfigError(str(args.config), "CELL_ID", f"no cell {args.cell!r} in this matrix",
                           f"did you mean {close[0]}?" if close else "see `compat-matrix list`")
+    base = s.base(cell.base)
+    pins_env = shlex.quote("COMPAT_MATRIX_PINS=" + json.dumps(cell.pin_dict))
+    if base.image is None:
+        # An interpreter-only base: the venv backend's recipe, as shell lines.
+        print(f"# Rebuild cell {cell.id} (venv backend: {base.name} names an interpreter, no image)")
+        print(f"uv venv --python {shlex.quote(base.python or 'python3')} cell-venv")
+        for step in install.steps(cell, s, list(s.install.find_links)):
+            verb, *options = step.args
+            print(redact(shlex.join(["uv", "pip", verb, "--python", "cell-venv/bin/python", *options])))
+        print(f"env {pins_env} cell-venv/bin/python {shlex.quote(str(probing.probes_dir() / '_driver.py'))}")
+        return EXIT_OK
     ctx = dockerfile.context(cell, s)
     tag = "compat-matrix-repro:latest"
     print(f"# Rebuild cell {cell.id}")
@@ -98,8 +109,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         print(f"#   probes/  (a copy of {probing.probes_dir()})")
         where = "."
     print(f"#   docker build --network host -t {tag} {where}")
-    pins = shlex.quote("COMPAT_MATRIX_PINS=" + json.dumps(cell.pin_dict))
-    print(f"#   docker run --rm --network none -e {pins} {tag} {dockerfile.VENV_PYTHON} {dockerfile.DRIVER}")
+    print(f"#   docker run --rm --network none -e {pins_env} {tag} {dockerfile.VENV_PYTHON} {dockerfile.DRIVER}")
     print()
     print(redact(ctx.dockerfile), end="")
     return EXIT_OK

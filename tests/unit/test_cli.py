@@ -87,3 +87,16 @@ def test_no_engine_is_exit_3_and_results_untouched(config: Path, tmp_path: Path,
     assert main(["run", "--config", str(config), "--results", str(results), "--backend", "docker"]) == 3
     assert "no Docker Engine answered" in capsys.readouterr().err
     assert not results.exists()
+
+
+def test_reproduce_an_interpreter_only_cell_prints_the_venv_recipe(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    p = tmp_path / "m.yaml"
+    p.write_text("bases: {py312: {python: '3.12'}}\npackages: {scipy: ['1.11.4'], numpy: ['2.2.6']}\n"
+                 "modes: [layered]\n")
+    assert main(["reproduce", "--config", str(p), "py312-scipy1.11.4-numpy2.2.6-layered"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == "uv venv --python 3.12 cell-venv"
+    assert out[2].endswith("--only-binary=:all: scipy==1.11.4")
+    assert out[3].endswith("--only-binary=:all: --no-deps numpy==2.2.6")
+    assert "_driver.py" in out[4]
