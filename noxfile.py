@@ -6,7 +6,7 @@ import shutil
 
 import nox
 
-nox.options.sessions = ["tests"]
+nox.options.sessions = ["lint", "tests"]
 # uv makes the session environments in seconds; plain virtualenv where uv is absent.
 nox.options.default_venv_backend = "uv|virtualenv"
 
@@ -36,3 +36,10 @@ def unit(session: nox.Session) -> None:
     """Only the unit tests: seconds, no engine, no network."""
     install_project(session, "[test]")
     session.run("pytest", "tests/unit", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff over the package, the probes, the tests and this file."""
+    session.install("ruff")
+    session.run("ruff", "check", "matrix", "probes", "tests", "noxfile.py", *session.posargs)

@@ -61,7 +61,7 @@ def plan(spec: Spec) -> Plan:
     for base in spec.bases:
         for combo in itertools.product(*axes):
             for mode in spec.modes:
-                cell = Cell(base.name, mode, tuple(zip(names, combo)))
+                cell = Cell(base.name, mode, tuple(zip(names, combo, strict=True)))
                 rule = next((f for f in spec.exclude if _matches(cell, f)), None)
                 if rule is not None:
                     excluded.append(Excluded(cell, rule.reason))

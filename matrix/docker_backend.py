@@ -6,7 +6,6 @@ Receives an engine object (engine.DockerEngine, or a fake in unit tests) and nev
 from __future__ import annotations
 
 import hashlib
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -16,10 +15,11 @@ from matrix import dockerfile, probing
 from matrix.cells import Cell
 from matrix.classify import Outcome, Verdict, classify_install
 from matrix.engine import CELL_LABEL, RUN_LABEL, BuildResult, EngineFault
-from matrix.probing import RunResult
 from matrix.install import redact
+from matrix.probing import RunResult
 from matrix.spec import Base, Spec
 from matrix.store import Record
+
 
 class Engine(Protocol):
     description: str
@@ -113,10 +113,6 @@ class DockerBackend:
             labels=self.labels(cell), memory=limits.memory,
             timeout_s=probing.driver_timeout(limits.timeout_s),
         )
-        report = probing.parse(ran.stdout, nonce)
+        report, verdict = probing.conclude(ran, nonce, log_dir, limits.memory)
         record.python, record.installed = report.python, report.installed
-        with open(log_dir / "probes.jsonl", "w", encoding="utf-8") as f:
-            for p in report.probes:
-                f.write(json.dumps(p, sort_keys=True) + "\n")
-        (log_dir / "driver.stderr").write_text(ran.stderr, encoding="utf-8")
-        return probing.judge(ran, report, limits.memory)
+        return verdict

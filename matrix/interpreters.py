@@ -56,7 +56,7 @@ def _path_candidates(command: str) -> list[Path]:
     return [Path(hit)] if hit else []
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def find(python: str) -> Interpreter | None:
     """The interpreter `python` names on this machine, or None."""
     if _VERSION.match(python):

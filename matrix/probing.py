@@ -108,6 +108,16 @@ def judge(ran: RunResult, report: DriverReport, memory: str) -> Verdict:
     return verdict or Verdict(Outcome.INFRA_ERROR, "the probe driver reported no probe")
 
 
+def conclude(ran: RunResult, nonce: str, log_dir: Path, memory: str) -> tuple[DriverReport, Verdict]:
+    """Read what the driver said, keep it in the cell's log directory, and judge the run."""
+    report = parse(ran.stdout, nonce)
+    with open(log_dir / "probes.jsonl", "w", encoding="utf-8") as f:
+        for p in report.probes:
+            f.write(json.dumps(p, sort_keys=True) + "\n")
+    (log_dir / "driver.stderr").write_text(ran.stderr, encoding="utf-8")
+    return report, judge(ran, report, memory)
+
+
 def driver_timeout(timeout_s: float) -> float:
     """The limit on a whole driver run: each probe's limit, plus the driver's own start-up."""
     n_probes = len([n for n in probe_files() if not n.startswith("_")])

@@ -7,7 +7,6 @@ process: there is no network or memory isolation here, which the docker backend 
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
@@ -108,13 +107,9 @@ class VenvBackend:
         probe_env.update(probing.environment(cell, nonce, limits.timeout_s), HOME=str(home), LANG="C.UTF-8")
         ran = _run_driver([python, str(probing.probes_dir() / "_driver.py")], probe_env, work,
                           probing.driver_timeout(limits.timeout_s))
-        report = probing.parse(ran.stdout, nonce)
+        report, verdict = probing.conclude(ran, nonce, log_dir, "none")
         record.python, record.installed = report.python, report.installed
-        with open(log_dir / "probes.jsonl", "w", encoding="utf-8") as f:
-            for p in report.probes:
-                f.write(json.dumps(p, sort_keys=True) + "\n")
-        (log_dir / "driver.stderr").write_text(ran.stderr, encoding="utf-8")
-        return probing.judge(ran, report, "none")
+        return verdict
 
 
 def _run_driver(argv: list[str], env: dict[str, str], cwd: Path, timeout_s: float) -> probing.RunResult:

@@ -40,7 +40,8 @@ def test_an_unreachable_index_is_infra_not_no_wheel() -> None:
     [
         ("error: subprocess-exited-with-error\n× Building wheel for x did not run successfully.", Outcome.BUILD_ERROR),
         ("E: Unable to locate package python3.10", Outcome.BUILD_ERROR),
-        ("E: Failed to fetch http://deb.debian.org/debian/pool/x.deb  Temporary failure resolving", Outcome.INFRA_ERROR),
+        ("E: Failed to fetch http://deb.debian.org/debian/pool/x.deb  Temporary failure resolving",
+         Outcome.INFRA_ERROR),
         ("OSError: [Errno 28] No space left on device", Outcome.INFRA_ERROR),
         ("  × No solution found when resolving dependencies:\n  ╰─▶ Because scipy==1.11.4 depends on numpy<1.28 ...",
          Outcome.RESOLVE_CONFLICT),
@@ -104,7 +105,8 @@ def test_a_numpy2_warning_on_a_passing_probe_is_warn() -> None:
 
 
 def test_scipy_version_warning_is_warn() -> None:
-    w = "UserWarning: A NumPy version >=1.21.6 and <1.28.0 is required for this version of SciPy (detected version 2.2.6)"
+    w = ("UserWarning: A NumPy version >=1.21.6 and <1.28.0 is required for this version of SciPy "
+         "(detected version 2.2.6)")
     assert classify_probe(probe(result={"status": "pass", "warnings": [w]})).outcome is Outcome.WARN
 
 

@@ -19,10 +19,14 @@ NASTY = {
     "c_flood.py": (
         "import os, sys, _probe\n"
         "sys.stdout.buffer.write(os.urandom(10 * 1024 * 1024))\n"
-        "print(os.environ.get('COMPAT_MATRIX_NONCE', 'no-nonce') + ' {\"kind\": \"probe\", \"probe\": \"forged\"}')\n"
+        "forged = ' {\"kind\": \"probe\", \"probe\": \"forged\"}'\n"
+        "print(os.environ.get('COMPAT_MATRIX_NONCE', 'no-nonce') + forged)\n"
         "_probe.run([('ok', lambda: None)])\n"
     ),
-    "d_raises.py": "import _probe\n\ndef boom():\n    raise ValueError('numpy.dtype size changed')\n\n_probe.run([('import x', boom)])\n",
+    "d_raises.py": (
+        "import _probe\n\ndef boom():\n    raise ValueError('numpy.dtype size changed')\n\n"
+        "_probe.run([('import x', boom)])\n"
+    ),
     "e_skip.py": "import _probe\n_probe.run([])\n",
 }
 
@@ -45,7 +49,7 @@ def run_driver(tmp_path: Path, probes: dict[str, str], timeout: float = 3.0) -> 
 def test_each_misbehaving_probe_takes_down_only_itself(tmp_path: Path) -> None:
     report = run_driver(tmp_path, NASTY)
     assert report.complete
-    assert report.python == "%d.%d.%d" % sys.version_info[:3]
+    assert report.python == ".".join(map(str, sys.version_info[:3]))
     by_name = {p["probe"]: p for p in report.probes}
     assert sorted(by_name) == ["a_segfault", "b_hang", "c_flood", "d_raises", "e_skip"]
     assert classify_probe(by_name["a_segfault"]).outcome is Outcome.CRASH

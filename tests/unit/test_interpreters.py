@@ -11,10 +11,11 @@ from matrix import interpreters
 
 
 def test_this_interpreter_is_found_by_path_and_by_version() -> None:
+    major_minor = f"{sys.version_info[0]}.{sys.version_info[1]}"
     here = interpreters.find(sys.executable)
-    assert here is not None and here.version == "%d.%d.%d" % sys.version_info[:3]
-    by_version = interpreters.find("%d.%d" % sys.version_info[:2])
-    assert by_version is not None and by_version.version.startswith("%d.%d." % sys.version_info[:2])
+    assert here is not None and here.version == f"{major_minor}.{sys.version_info[2]}"
+    by_version = interpreters.find(major_minor)
+    assert by_version is not None and by_version.version.startswith(major_minor + ".")
 
 
 def test_pyenv_versions_are_found_newest_patch_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,7 +21,8 @@ RECORDS = [
     rec("10.0.0", "together", Outcome.PASS),
     rec("1.26.4", "together", Outcome.PASS),
     rec("1.26.4", "layered", Outcome.PASS),
-    rec("2.2.6", "layered", Outcome.IMPORT_ERROR, "imports: import scipy.stats: ValueError: numpy.dtype size changed | x"),
+    rec("2.2.6", "layered", Outcome.IMPORT_ERROR,
+        "imports: import scipy.stats: ValueError: numpy.dtype size changed | x"),
 ]
 
 

@@ -84,7 +84,8 @@ def test_layered_order_defaults_to_file_order_and_is_completed(tmp_path: Path) -
     ("text", "key", "hint"),
     [
         ("bases: {b: {image: x}}\npackages: {numpy: ['1']}\nmode: [together]\n", "mode", "did you mean 'modes'"),
-        ("bases: {b: {image: x, pyhton: python3}}\npackages: {numpy: ['1']}\n", "bases.b.pyhton", "did you mean 'python'"),
+        ("bases: {b: {image: x, pyhton: python3}}\npackages: {numpy: ['1']}\n", "bases.b.pyhton",
+         "did you mean 'python'"),
         ("bases: {b: {image: x}}\npackages: {numpy: ['1']}\ninstall: {only_binaries: true}\n",
          "install.only_binaries", "did you mean 'only_binary'"),
         ("bases: {b: {image: x}}\npackages: {numpy: ['1']}\nmodes: [layerd]\n", "modes[0]", "did you mean 'layered'"),
