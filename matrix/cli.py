@@ -13,7 +13,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from matrix import __version__, cells, dockerfile, install, probing, report, spec, sweep
+from matrix import __version__, cells, dockerfile, install, locks, probing, report, spec, sweep
 from matrix.classify import Outcome
 from matrix.errors import EXIT_INFRA, EXIT_OK, CompatMatrixError, ConfigError, EngineUnavailable
 from matrix.install import redact
@@ -143,25 +143,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     for reason in sorted({r for r in skipped.values() if r}):
         print(f"skipped: {reason}")
     runnable = tuple(c for c in chosen if not skipped[c.base])
-    if not runnable:
-        backend.close(interrupted=False)
-        raise ConfigError(str(args.config), "bases", f"none of the {len(chosen)} selected cells can run on "
-                          f"the {backend.name} backend", "see the skipped lines above")
-    print(f"{len(runnable)} cells" + (f", {len(plan.excluded)} excluded" if plan.excluded else "")
-          + (f", {len(chosen) - len(runnable)} skipped" if len(runnable) < len(chosen) else ""))
     results: Path = args.results
+    try:
+        if not runnable:
+            raise ConfigError(str(args.config), "bases", f"none of the {len(chosen)} selected cells can run on "
+                              f"the {backend.name} backend", "see the skipped lines above")
+        results_lock = locks.hold_results(results)
+    except BaseException:
+        backend.close(interrupted=False)
+        raise
+    run_lock = locks.hold_run(run_id)
     outcome: sweep.SweepResult | None = None
     try:
+        for note in backend.start():
+            print(note)
+        print(f"{len(runnable)} cells" + (f", {len(plan.excluded)} excluded" if plan.excluded else "")
+              + (f", {len(chosen) - len(runnable)} skipped" if len(runnable) < len(chosen) else ""))
         with sweep.sigterm_raises():
             outcome = sweep.sweep(runnable, backend, results, run_id)
+        paths = report.write(outcome.records, results, s.package_names)
     finally:
         try:
             backend.close(interrupted=outcome is None or outcome.interrupted is not None)
-        except CompatMatrixError as e:
-            _err(f"cleanup of run {run_id} failed: {e}")
         except Exception as e:  # noqa: BLE001 - a failed cleanup must not hide the results
             _err(f"cleanup of run {run_id} failed: {e}")
-    paths = report.write(outcome.records, results, s.package_names)
+        run_lock.release()
+        results_lock.release(remove=False)
     print(f"{len(outcome.records)}/{outcome.total} cells: {report.summary(outcome.records)}")
     print("wrote " + ", ".join(str(p) for p in paths) + f", logs in {results / 'logs'}")
     if outcome.interrupted is not None:

@@ -6,15 +6,16 @@ Receives an engine object (engine.DockerEngine, or a fake in unit tests) and nev
 from __future__ import annotations
 
 import hashlib
+import socket
 import tempfile
 import time
 from pathlib import Path
 from typing import Protocol
 
-from matrix import dockerfile, probing
+from matrix import dockerfile, locks, probing
 from matrix.cells import Cell
 from matrix.classify import Outcome, Verdict, classify_install
-from matrix.engine import CELL_LABEL, RUN_LABEL, BuildResult, EngineFault
+from matrix.engine import CELL_LABEL, HOST_LABEL, RUN_LABEL, BuildResult, EngineFault
 from matrix.install import redact
 from matrix.probing import RunResult
 from matrix.spec import Base, Spec
@@ -29,6 +30,7 @@ class Engine(Protocol):
     def run(self, image: str, command: list[str], *, environment: dict[str, str],
             labels: dict[str, str], memory: str, timeout_s: float) -> RunResult: ...
     def remove_labelled(self, run_id: str, cell: str | None = None, *, settle_s: float = 0.0) -> int: ...
+    def runs_of_host(self, host: str) -> set[str]: ...
     def close(self) -> None: ...
 
 
@@ -46,6 +48,19 @@ class DockerBackend:
         self.run_id = run_id
         self.keep = keep
         self._base_errors: dict[str, str | None] = {}
+
+    def start(self) -> list[str]:
+        """Remove what dead runs of this host left on the engine (killed with SIGKILL, say).
+
+        A run is dead when nobody holds its lock; a live concurrent run, here or on another host
+        sharing the engine, is never touched.
+        """
+        notes = []
+        for run_id in sorted(self.engine.runs_of_host(socket.gethostname()) - {self.run_id}):
+            if not locks.is_live(run_id):
+                n = self.engine.remove_labelled(run_id)
+                notes.append(f"removed {n} object(s) left on the engine by dead run {run_id}")
+        return notes
 
     def close(self, *, interrupted: bool) -> None:
         """Remove whatever the run left on the engine (all of it unless --keep)."""
@@ -86,7 +101,7 @@ class DockerBackend:
         return record
 
     def labels(self, cell: Cell) -> dict[str, str]:
-        return {RUN_LABEL: self.run_id, CELL_LABEL: cell_key(cell)}
+        return {RUN_LABEL: self.run_id, CELL_LABEL: cell_key(cell), HOST_LABEL: socket.gethostname()}
 
     def image_tag(self, cell: Cell) -> str:
         return f"compat-matrix-cell:{self.run_id.lower()}-{cell_key(cell)}"

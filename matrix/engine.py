@@ -21,6 +21,8 @@ from matrix.errors import EngineUnavailable
 from matrix.probing import RunResult
 
 RUN_LABEL = "org.compat-matrix.run"
+# The machine a run lives on: only there can its lock tell whether it is still alive.
+HOST_LABEL = "org.compat-matrix.host"
 # The classic builder colours a step's stderr; the classifier reads plain lines.
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 CELL_LABEL = "org.compat-matrix.cell"
@@ -141,6 +143,16 @@ class DockerEngine:
                 container.remove(force=True)
             except _FAULTS:
                 pass  # remove_labelled() catches it at the end of the run
+
+    def runs_of_host(self, host: str) -> set[str]:
+        """The run ids that own containers or images made from this host."""
+        filters = {"label": f"{HOST_LABEL}={host}"}
+        try:
+            objects = (self.client.api.containers(all=True, filters=filters)
+                       + self.client.api.images(all=True, filters=filters))
+        except _FAULTS as e:
+            raise EngineFault(f"listing leftovers: {_short(e)}") from e
+        return {o["Labels"][RUN_LABEL] for o in objects if RUN_LABEL in (o.get("Labels") or {})}
 
     def remove_labelled(self, run_id: str, cell: str | None = None, *, settle_s: float = 0.0) -> int:
         """Remove every container and image of a run (or of one cell of it). Returns how many.

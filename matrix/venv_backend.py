@@ -8,6 +8,7 @@ process: there is no network or memory isolation here, which the docker backend 
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from uv import find_uv_bin
 
-from matrix import install, interpreters, probing
+from matrix import install, interpreters, locks, probing
 from matrix.cells import Cell
 from matrix.classify import Outcome, Verdict, classify_install
 from matrix.install import redact
@@ -28,6 +29,8 @@ from matrix.store import Record
 _INSTALL_TIMEOUT_S = 1800
 # Host settings that describe this machine's CPU, not the cell (old OpenBLAS builds need them).
 _PASSTHROUGH = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+_PREFIX = "compat-matrix-"
+_WORK_DIR = re.compile(r"^compat-matrix-(\d{8}T\d{6}Z-[0-9a-f]{6})-[^/]+$")
 
 
 class VenvBackend:
@@ -38,6 +41,19 @@ class VenvBackend:
         self.run_id = run_id
         self.keep = keep
         self.uv = find_uv_bin()
+
+    def start(self) -> list[str]:
+        """Remove the venvs dead runs left behind (a SIGKILL skips every finally)."""
+        notes = []
+        for d in sorted(Path(tempfile.gettempdir()).glob(f"{_PREFIX}*")):
+            m = _WORK_DIR.match(d.name)
+            if not m or not d.is_dir():
+                continue  # not one of ours (a log file, another tool's directory)
+            run_id = m.group(1)
+            if run_id != self.run_id and not locks.is_live(run_id):
+                shutil.rmtree(d, ignore_errors=True)
+                notes.append(f"removed {d}, left by dead run {run_id}")
+        return notes
 
     def close(self, *, interrupted: bool) -> None:
         """Nothing outlives a cell here: each venv goes when its cell ends."""
@@ -60,7 +76,7 @@ class VenvBackend:
         started = time.monotonic()
         record = Record(cell=cell.id, base=cell.base, mode=cell.mode, pins=cell.pin_dict,
                         outcome=Outcome.INFRA_ERROR, backend=self.name, run_id=self.run_id)
-        work = Path(tempfile.mkdtemp(prefix=f"compat-matrix-{self.run_id}-"))
+        work = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{self.run_id}-"))
         try:
             verdict = self._run(cell, work, log_dir, record)
         finally:

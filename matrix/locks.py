@@ -1,0 +1,76 @@
+"""Who is running: a held lock per live run, and one writer per results directory.
+
+flock locks die with their process, so a run killed with SIGKILL leaves a lock file nobody holds:
+that is how a later run tells a dead run's leftovers from a live concurrent run's objects.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+from pathlib import Path
+
+from matrix.errors import ConfigError
+
+
+def state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "compat-matrix"
+
+
+class _Held:
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path, self._fd = path, fd
+
+    def release(self, *, remove: bool = True) -> None:
+        if self._fd < 0:
+            return
+        if remove:
+            self.path.unlink(missing_ok=True)
+        os.close(self._fd)  # closing drops the flock
+        self._fd = -1
+
+
+def _try_lock(path: Path) -> int | None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def hold_run(run_id: str) -> _Held:
+    """Mark this run as live for as long as this process holds the lock."""
+    path = state_dir() / "runs" / f"{run_id}.lock"
+    fd = _try_lock(path)
+    if fd is None:  # a run id is new by construction; a collision is a bug, not bad input
+        raise RuntimeError(f"run {run_id} is already live")
+    os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+    return _Held(path, fd)
+
+
+def is_live(run_id: str) -> bool:
+    """True while some process holds the run's lock."""
+    path = state_dir() / "runs" / f"{run_id}.lock"
+    if not path.exists():
+        return False
+    fd = _try_lock(path)
+    if fd is None:
+        return True
+    path.unlink(missing_ok=True)  # a dead run's lock: nobody will take it again
+    os.close(fd)
+    return False
+
+
+def hold_results(results_dir: Path) -> _Held:
+    """One run writes a results directory at a time."""
+    path = results_dir / ".lock"
+    fd = _try_lock(path)
+    if fd is None:
+        raise ConfigError(str(results_dir), "--results", "another compat-matrix run is writing this directory",
+                          "wait for it to finish, or pass another --results directory")
+    return _Held(path, fd)
