@@ -17,6 +17,7 @@ from matrix import __version__, cells, dockerfile, install, locks, probing, repo
 from matrix.classify import Outcome
 from matrix.errors import EXIT_INFRA, EXIT_OK, CompatMatrixError, ConfigError, EngineUnavailable
 from matrix.install import redact
+from matrix.store import Record, load_records
 
 
 def _err(message: str) -> None:
@@ -38,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--select", action="append", metavar="GLOB",
                      help="only cells whose id matches (repeatable), e.g. 'bookworm-py311-*'")
     run.add_argument("--keep", action="store_true", help="keep each cell's image (or venv) for inspection")
+    run.add_argument("--resume", action="store_true",
+                     help="keep the verdicts already in RESULTS/records.jsonl; run only the cells without one "
+                          "(not run, or infra-error)")
     run.add_argument("--backend", choices=("auto", "docker", "venv"), default="auto",
                      help="docker: a throwaway image per cell; venv: a throwaway virtual environment "
                           "per cell, no daemon; auto (default): docker when an engine answers, else venv")
@@ -133,6 +137,20 @@ def _backend(choice: str, s: spec.Spec, run_id: str, keep: bool) -> tuple[sweep.
     return VenvBackend(s, run_id, keep=keep), "venv backend (--backend venv)"
 
 
+def _verdicts_to_keep(results: Path, cells_: tuple[cells.Cell, ...]) -> dict[str, Record]:
+    """For --resume: the last table's verdicts on these cells (an infra-error is no verdict)."""
+    path = results / "records.jsonl"
+    if not path.is_file():
+        return {}
+    try:
+        previous = load_records(path)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(str(path), "--resume", f"the records cannot be read ({e})",
+                          "run without --resume to start afresh") from None
+    wanted = {c.id for c in cells_}
+    return {r.cell: r for r in previous if r.cell in wanted and r.outcome is not Outcome.INFRA_ERROR}
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     s, plan, chosen = _selected(args)
     run_id = sweep.new_run_id()
@@ -143,9 +161,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     for reason in sorted({r for r in skipped.values() if r}):
         print(f"skipped: {reason}")
     runnable = tuple(c for c in chosen if not skipped[c.base])
+    skipped_cells = [c for c in chosen if skipped[c.base]]
     results: Path = args.results
     try:
-        if not runnable:
+        kept = _verdicts_to_keep(results, runnable) if args.resume else {}
+        runnable = tuple(c for c in runnable if c.id not in kept)
+        if not runnable and not kept:
             raise ConfigError(str(args.config), "bases", f"none of the {len(chosen)} selected cells can run on "
                               f"the {backend.name} backend", "see the skipped lines above")
         results_lock = locks.hold_results(results)
@@ -157,10 +178,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         for note in backend.start():
             print(note)
-        print(f"{len(runnable)} cells" + (f", {len(plan.excluded)} excluded" if plan.excluded else "")
-              + (f", {len(chosen) - len(runnable)} skipped" if len(runnable) < len(chosen) else ""))
+        print(f"{len(runnable)} cells to run" + (f", {len(kept)} kept from the last run" if kept else "")
+              + (f", {len(plan.excluded)} excluded" if plan.excluded else "")
+              + (f", {len(skipped_cells)} skipped" if skipped_cells else ""))
         with sweep.sigterm_raises():
             outcome = sweep.sweep(runnable, backend, results, run_id)
+        # Kept verdicts first in matrix order, as an uninterrupted run would have written them.
+        order = {c.id: i for i, c in enumerate(chosen)}
+        outcome.records[:0] = list(kept.values())
+        outcome.records.sort(key=lambda r: order.get(r.cell, len(order)))
+        outcome.total += len(kept)
         paths = report.write(outcome.records, results, s.package_names)
     finally:
         try:
@@ -172,11 +199,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"{len(outcome.records)}/{outcome.total} cells: {report.summary(outcome.records)}")
     print("wrote " + ", ".join(str(p) for p in paths) + f", logs in {results / 'logs'}")
     if outcome.interrupted is not None:
-        _err(f"interrupted after {len(outcome.records)} of {outcome.total} cells; the table holds those")
+        _err(f"interrupted after {len(outcome.records)} of {outcome.total} cells; the table holds those. "
+             "`--resume` runs the rest")
         return outcome.interrupted
+    if outcome.stopped:
+        _err(f"{outcome.stopped}; free the space, then `--resume` runs the rest")
+        return EXIT_INFRA
     infra = [r for r in outcome.records if r.outcome is Outcome.INFRA_ERROR]
     if infra:
-        _err(f"{len(infra)} cell(s) ended in infra-error (no verdict); see their logs and run them again")
+        _err(f"{len(infra)} cell(s) ended in infra-error (no verdict); see their logs, then `--resume` "
+             "runs just those")
         return EXIT_INFRA
     return EXIT_OK
 

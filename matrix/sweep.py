@@ -59,6 +59,23 @@ class SweepResult:
     total: int
     # None when every cell ran; else the exit code of the interrupt (130 SIGINT, 143 SIGTERM).
     interrupted: int | None = None
+    # Why the sweep stopped before the end on its own (a full disk), if it did.
+    stopped: str | None = None
+
+
+# The tool's world failing in a way that will fail every later cell too: stop, do not retry.
+_FATAL = ("No space left on device",)
+
+
+def _run_once(backend: Backend, cell: Cell, log_dir: Path, run_id: str) -> Record:
+    shutil.rmtree(log_dir, ignore_errors=True)
+    log_dir.mkdir(parents=True)
+    try:
+        return backend.run_cell(cell, log_dir)
+    except Exception as e:  # noqa: BLE001 - one cell's bug is that cell's infra-error
+        return Record(cell=cell.id, base=cell.base, mode=cell.mode, pins=cell.pin_dict,
+                      outcome=Outcome.INFRA_ERROR, backend=backend.name, run_id=run_id,
+                      error=redact(f"{type(e).__name__}: {e}"))
 
 
 def sweep(
@@ -67,27 +84,41 @@ def sweep(
     results_dir: Path,
     run_id: str,
     echo: Callable[[str], None] = print,
+    *,
+    retry_waits: tuple[float, ...] = (10.0, 60.0),
+    sleep: Callable[[float], None] = time.sleep,
 ) -> SweepResult:
+    """Run every cell; an infra-error is retried after each of `retry_waits` (growing) seconds,
+    unless an earlier cell already failed the same way through every retry (a base image that
+    cannot be pulled fails all of its cells alike)."""
     records: list[Record] = []
     log = RecordLog(results_dir / "runs" / f"{run_id}.jsonl")
     result = SweepResult(records, len(cells))
     width = len(str(len(cells)))
+    pad = " " * (2 * width + 3)
+    persistent: set[str] = set()
     try:
         for i, cell in enumerate(cells, 1):
-            log_dir = results_dir / "logs" / cell.id
-            shutil.rmtree(log_dir, ignore_errors=True)
-            log_dir.mkdir(parents=True)
             echo(f"[{i:>{width}}/{len(cells)}] {cell.id} ...")
-            try:
-                record = backend.run_cell(cell, log_dir)
-            except Exception as e:  # noqa: BLE001 - one cell's bug is that cell's infra-error
-                record = Record(cell=cell.id, base=cell.base, mode=cell.mode, pins=cell.pin_dict,
-                                outcome=Outcome.INFRA_ERROR, backend=backend.name, run_id=run_id,
-                                error=redact(f"{type(e).__name__}: {e}"))
+            record = _run_once(backend, cell, results_dir / "logs" / cell.id, run_id)
+            for wait in retry_waits:
+                if (record.outcome is not Outcome.INFRA_ERROR or record.error in persistent
+                        or any(f in record.error for f in _FATAL)):
+                    break
+                echo(f"{pad} infra-error ({record.error[:120]}); again in {wait:.0f}s")
+                sleep(wait)
+                record = _run_once(backend, cell, results_dir / "logs" / cell.id, run_id)
+            else:
+                if record.outcome is Outcome.INFRA_ERROR:
+                    persistent.add(record.error)
             records.append(record)
             log.append(record)
             detail = f" — {record.error}" if record.error else ""
-            echo(f"{'':>{2 * width + 3}} {record.outcome.value} in {record.duration_s:.1f}s{detail[:160]}")
+            echo(f"{pad} {record.outcome.value} in {record.duration_s:.1f}s{detail[:160]}")
+            fatal = next((f for f in _FATAL if record.outcome is Outcome.INFRA_ERROR and f in record.error), None)
+            if fatal:
+                result.stopped = f"{fatal}: stopped after {i} of {len(cells)} cells"
+                break
     except KeyboardInterrupt:
         result.interrupted = EXIT_INTERRUPTED
     except Terminated:

@@ -83,3 +83,18 @@ def test_auto_without_an_engine_runs_venv_and_says_why(tmp_path: Path) -> None:
     first = proc.stdout.splitlines()[0]
     assert "no Docker Engine answered" in first and "running the embedded venv backend instead" in first
     assert "1/1 cells: 1 pass" in proc.stdout
+
+
+def test_resume_runs_only_the_cells_without_a_verdict(tmp_path: Path) -> None:
+    (tmp_path / "matrix.yaml").write_text("bases: {py311: {python: '3.11'}}\npackages: {numpy: ['1.26.4', '2.2.6']}\n")
+    common = ("--config", str(tmp_path / "matrix.yaml"), "--results", str(tmp_path / "r"), "--backend", "venv")
+    first = run(*common, "--select", "*numpy2.2.6*")
+    assert first.returncode == 0, first.stdout + first.stderr
+    resumed = run(*common, "--resume")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "1 cells to run, 1 kept from the last run" in resumed.stdout
+    assert "py311-numpy2.2.6-together ..." not in resumed.stdout
+    with open(tmp_path / "r" / "matrix.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["cell"], r["outcome"]) for r in rows] == [
+        ("py311-numpy1.26.4-together", "pass"), ("py311-numpy2.2.6-together", "pass")]
