@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from matrix import probing
+import pytest
+
+from matrix import interpreters, probing
 from matrix.cells import Cell
 from matrix.classify import Outcome, classify_probe, classify_probes
 
@@ -83,3 +85,24 @@ def test_shipped_probes_pass_on_this_interpreter_where_numpy_is_absent_they_fail
     assert v.outcome is Outcome.IMPORT_ERROR
     assert "ModuleNotFoundError: No module named 'compat_matrix_no_such_package'" in v.error
     assert report.installed == {"compat-matrix-no-such-package": None}
+
+
+@pytest.mark.parametrize("version", ["3.6", "3.7", "3.8", "3.10", "3.12", "3.13"])
+def test_the_driver_and_probes_run_on_old_and_new_interpreters(version: str, tmp_path: Path) -> None:
+    # The probes run on the cell's own Python, which may be far older or newer than ours.
+    found = interpreters.find(version)
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"python{version} is missing (pyenv has 3.6-3.13 on our machines)")
+        pytest.skip(f"no python{version} here")
+    nonce = probing.new_nonce()
+    env = dict(os.environ, **probing.environment(
+        Cell("b", "together", (("compat-matrix-no-such-package", "1.0"),)), nonce, 30))
+    env["HOME"] = str(tmp_path)
+    out = subprocess.run([found.path, str(probing.probes_dir() / "_driver.py")], env=env, capture_output=True,
+                         timeout=120)
+    report = probing.parse(out.stdout.decode(), nonce)
+    assert report.complete, out.stderr.decode()
+    assert report.python == found.version
+    assert [p["probe"] for p in report.probes] == ["imports", "numeric", "torch_numpy"]
+    assert classify_probes(report.probes).outcome is Outcome.IMPORT_ERROR
