@@ -36,7 +36,8 @@ def test_signal_during_a_build_cleans_up(base_image: str, tmp_path: Path, engine
         assert proc.stdout is not None
         first = proc.stdout.readline()
         run_id = first.split()[2].rstrip(":")
-        assert proc.stdout.readline().startswith("[1/2]")
+        while not (line := proc.stdout.readline()).startswith("[1/2]"):
+            assert line, "the run ended before its first cell"
         time.sleep(4)  # inside the first cell's build: the venv and pip steps are under way
         proc.send_signal(sig)
         out = proc.stdout.read()
