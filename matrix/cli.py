@@ -203,7 +203,7 @@ def cmd_run(args: argparse.Namespace) -> int:
              "`--resume` runs the rest")
         return outcome.interrupted
     if outcome.stopped:
-        _err(f"{outcome.stopped}; free the space, then `--resume` runs the rest")
+        _err(f"{outcome.stopped}; mend that, then `--resume` runs the rest")
         return EXIT_INFRA
     infra = [r for r in outcome.records if r.outcome is Outcome.INFRA_ERROR]
     if infra:

@@ -16,6 +16,7 @@ from matrix import dockerfile, locks, probing
 from matrix.cells import Cell
 from matrix.classify import Outcome, Verdict, classify_install
 from matrix.engine import CELL_LABEL, HOST_LABEL, RUN_LABEL, BuildResult, EngineFault
+from matrix.errors import ENGINE_GONE
 from matrix.install import redact
 from matrix.probing import RunResult
 from matrix.spec import Base, Spec
@@ -31,6 +32,7 @@ class Engine(Protocol):
             labels: dict[str, str], memory: str, timeout_s: float) -> RunResult: ...
     def remove_labelled(self, run_id: str, cell: str | None = None, *, settle_s: float = 0.0) -> int: ...
     def runs_of_host(self, host: str) -> set[str]: ...
+    def alive(self) -> bool: ...
     def close(self) -> None: ...
 
 
@@ -89,6 +91,9 @@ class DockerBackend:
         try:
             verdict = self._run(cell, log_dir, record)
         except EngineFault as e:
+            if not self.engine.alive():
+                # Every later cell would fail alike: the sweep stops on this message.
+                e = EngineFault(f"{ENGINE_GONE} ({e})")
             verdict = Verdict(Outcome.INFRA_ERROR, redact(str(e)))
         finally:
             if not self.keep:

@@ -60,6 +60,12 @@ class DockerEngine:
             raise EngineUnavailable(f"no Docker Engine answered at {host} ({_short(e)}); {hint}") from None
         self.description = f"docker {version.get('Version', '?')} ({self.client.api.base_url})"
 
+    def alive(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except _FAULTS:
+            return False
+
     def close(self) -> None:
         self.client.close()
 

@@ -10,6 +10,10 @@ EXIT_INFRA = 3  # the tool's world failed (engine unreachable, cells ended in in
 EXIT_INTERRUPTED = 130  # Ctrl-C; SIGTERM ends with 143
 
 
+# An infra-error that every later cell would repeat: the sweep stops on it.
+ENGINE_GONE = "the Docker Engine stopped answering"
+
+
 class CompatMatrixError(Exception):
     """Base of every error the command line turns into a message and an exit code."""
 

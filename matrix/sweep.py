@@ -18,7 +18,7 @@ from typing import Protocol
 
 from matrix.cells import Cell
 from matrix.classify import Outcome
-from matrix.errors import EXIT_INTERRUPTED
+from matrix.errors import ENGINE_GONE, EXIT_INTERRUPTED
 from matrix.install import redact
 from matrix.spec import Base
 from matrix.store import Record, RecordLog
@@ -64,7 +64,7 @@ class SweepResult:
 
 
 # The tool's world failing in a way that will fail every later cell too: stop, do not retry.
-_FATAL = ("No space left on device",)
+_FATAL = ("No space left on device", ENGINE_GONE)
 
 
 def _run_once(backend: Backend, cell: Cell, log_dir: Path, run_id: str) -> Record:

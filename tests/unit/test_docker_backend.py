@@ -39,9 +39,14 @@ class FakeEngine:
     def run(self, image, command, **kw) -> RunResult:  # noqa: ANN001
         raise EngineFault("daemon went away")
 
-    def remove_labelled(self, run_id: str, cell: str | None = None) -> int:
+    def remove_labelled(self, run_id: str, cell: str | None = None, *, settle_s: float = 0.0) -> int:
         self.removed.append((run_id, cell))
         return 0
+
+    def alive(self) -> bool:
+        return self.is_alive
+
+    is_alive = True
 
 
 def test_engine_fault_is_infra_error_and_the_cell_is_still_cleaned(make_spec, tmp_path: Path) -> None:
@@ -82,3 +87,16 @@ def test_judge_run() -> None:
     nothing = probing.DriverReport()
     v = judge(RunResult(127, "", "exec: python: not found\n"), nothing, "4g")
     assert v.outcome is Outcome.BUILD_ERROR and "not found" in v.error
+
+
+def test_a_dead_engine_is_named_so_the_sweep_stops(make_spec, tmp_path: Path) -> None:
+    from matrix.sweep import sweep
+
+    engine = FakeEngine(EngineFault("build of x failed in the engine: connection refused"))
+    engine.is_alive = False
+    backend = DockerBackend(engine, make_spec(MATRIX), "run1")
+    cells = (CELL, Cell("b", "layered", (("numpy", "1.26.4"),)))
+    result = sweep(cells, backend, tmp_path, "run1", echo=lambda _: None, sleep=lambda _: None)
+    assert len(result.records) == 1
+    assert result.records[0].error.startswith("the Docker Engine stopped answering")
+    assert result.stopped and "stopped answering" in result.stopped
