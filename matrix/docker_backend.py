@@ -44,8 +44,10 @@ def cell_key(cell: Cell) -> str:
 class DockerBackend:
     name = "docker"
 
-    def __init__(self, engine: Engine, spec: Spec, run_id: str, *, keep: bool = False) -> None:
+    def __init__(self, engine: Engine, spec: Spec, run_id: str, *, keep: bool = False,
+                 issue_probes: tuple[tuple[str, str], ...] = ()) -> None:
         self.engine = engine
+        self.issue_probes = issue_probes
         self.spec = spec
         self.run_id = run_id
         self.keep = keep
@@ -129,7 +131,7 @@ class DockerBackend:
         nonce = probing.new_nonce()
         ran = self.engine.run(
             tag, [dockerfile.VENV_PYTHON, dockerfile.DRIVER],
-            environment=probing.environment(cell, nonce, limits.timeout_s),
+            environment=probing.environment(cell, nonce, limits.timeout_s, self.issue_probes),
             labels=self.labels(cell), memory=limits.memory,
             timeout_s=probing.driver_timeout(limits.timeout_s),
         )

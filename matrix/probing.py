@@ -35,10 +35,13 @@ def new_nonce() -> str:
     return secrets.token_hex(16)
 
 
-def environment(cell: Cell, nonce: str, timeout_s: float) -> dict[str, str]:
-    """What the driver is told: the cell's pins, the per-probe limit and the nonce."""
+def environment(cell: Cell, nonce: str, timeout_s: float,
+                issue_probes: tuple[tuple[str, str], ...] = ()) -> dict[str, str]:
+    """What the driver is told: the cell's pins, the per-probe limit, the nonce, and the
+    registry's issue-specific checks ((issue, python snippet) pairs)."""
     return {
         "COMPAT_MATRIX_PINS": json.dumps(cell.pin_dict),
+        "COMPAT_MATRIX_ISSUE_PROBES": json.dumps([{"issue": i, "probe": p} for i, p in issue_probes]),
         "COMPAT_MATRIX_PROBE_TIMEOUT": str(timeout_s),
         "COMPAT_MATRIX_NONCE": nonce,
         "PYTHONUNBUFFERED": "1",

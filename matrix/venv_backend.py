@@ -36,7 +36,9 @@ _WORK_DIR = re.compile(r"^compat-matrix-(\d{8}T\d{6}Z-[0-9a-f]{6})-[^/]+$")
 class VenvBackend:
     name = "venv"
 
-    def __init__(self, spec: Spec, run_id: str, *, keep: bool = False) -> None:
+    def __init__(self, spec: Spec, run_id: str, *, keep: bool = False,
+                 issue_probes: tuple[tuple[str, str], ...] = ()) -> None:
+        self.issue_probes = issue_probes
         self.spec = spec
         self.run_id = run_id
         self.keep = keep
@@ -120,7 +122,8 @@ class VenvBackend:
         home = work / "home"
         home.mkdir()
         probe_env = {k: os.environ[k] for k in ("PATH", *_PASSTHROUGH) if k in os.environ}
-        probe_env.update(probing.environment(cell, nonce, limits.timeout_s), HOME=str(home), LANG="C.UTF-8")
+        probe_env.update(probing.environment(cell, nonce, limits.timeout_s, self.issue_probes),
+                         HOME=str(home), LANG="C.UTF-8")
         ran = _run_driver([python, str(probing.probes_dir() / "_driver.py")], probe_env, work,
                           probing.driver_timeout(limits.timeout_s))
         report, verdict = probing.conclude(ran, nonce, log_dir, "none")

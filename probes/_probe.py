@@ -16,9 +16,14 @@ def pins():
     return {k.lower().replace("_", "-").replace(".", "-"): v for k, v in raw.items()}
 
 
+class Skip(Exception):
+    """Raised by a check that does not apply to this cell (its package is not installed)."""
+
+
 def run(checks):
     """Run (name, callable) checks in order, write the verdict, exit 0 (the verdict says it all)."""
     results = []
+    ran = 0
     error = None
     seen_warnings = []
     for name, fn in checks:
@@ -27,15 +32,19 @@ def run(checks):
             try:
                 fn()
                 results.append({"name": name, "ok": True})
+                ran += 1
+            except Skip as e:
+                results.append({"name": name, "ok": True, "skipped": str(e)})
             except BaseException as e:  # noqa: BLE001 - a probe reports every failure as data
                 message = "%s: %s" % (type(e).__name__, e)
                 results.append({"name": name, "ok": False, "error": message,
                                 "traceback": traceback.format_exc()[-3000:]})
                 if error is None:
                     error = "%s: %s" % (name, message)
+                ran += 1
         for w in caught:
             seen_warnings.append("%s: %s" % (w.category.__name__, w.message))
-    if not checks:
+    if not ran:
         status = "skip"
     else:
         status = "fail" if error else "pass"

@@ -104,5 +104,24 @@ def test_the_driver_and_probes_run_on_old_and_new_interpreters(version: str, tmp
     report = probing.parse(out.stdout.decode(), nonce)
     assert report.complete, out.stderr.decode()
     assert report.python == found.version
-    assert [p["probe"] for p in report.probes] == ["imports", "numeric", "torch_numpy"]
+    assert [p["probe"] for p in report.probes] == ["imports", "known_issues", "numeric", "torch_numpy"]
     assert classify_probes(report.probes).outcome is Outcome.IMPORT_ERROR
+
+
+def test_registry_snippets_run_and_absent_packages_skip(tmp_path: Path) -> None:
+    nonce = probing.new_nonce()
+    snippets = (("absent", "import compat_matrix_no_such_package"),
+                ("seen", "raise ValueError('numpy.dtype size changed, may indicate binary incompatibility')"),
+                ("fine", "import json"))
+    env = dict(os.environ, **probing.environment(Cell("b", "together", ()), nonce, 30, snippets),
+               COMPAT_MATRIX_PROBES="known_issues", HOME=str(tmp_path))
+    out = subprocess.run([sys.executable, str(probing.probes_dir() / "_driver.py")], env=env, capture_output=True,
+                         timeout=60)
+    (record,) = probing.parse(out.stdout.decode(), nonce).probes
+    checks = {c["name"].split(":")[0]: c for c in record["result"]["checks"]}
+    assert checks["issue absent"]["skipped"] == "compat_matrix_no_such_package is not installed"
+    assert checks["issue fine"]["ok"] and not checks["issue seen"]["ok"]
+    v = classify_probe(record)
+    assert v.outcome is Outcome.IMPORT_ERROR
+    assert v.error.startswith("known_issues: issue seen: raise ValueError(")
+    assert "numpy.dtype size changed" in v.error
