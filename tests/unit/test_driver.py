@@ -113,8 +113,8 @@ def test_registry_snippets_run_and_absent_packages_skip(tmp_path: Path) -> None:
     snippets = (("absent", "import compat_matrix_no_such_package"),
                 ("seen", "raise ValueError('numpy.dtype size changed, may indicate binary incompatibility')"),
                 ("fine", "import json"))
-    env = dict(os.environ, **probing.environment(Cell("b", "together", ()), nonce, 30, snippets),
-               COMPAT_MATRIX_PROBES="known_issues", HOME=str(tmp_path))
+    env = dict(os.environ, **probing.environment(Cell("b", "together", ()), nonce, 30, snippets))
+    env.update(COMPAT_MATRIX_PROBES="known_issues", HOME=str(tmp_path))
     out = subprocess.run([sys.executable, str(probing.probes_dir() / "_driver.py")], env=env, capture_output=True,
                          timeout=60)
     (record,) = probing.parse(out.stdout.decode(), nonce).probes
