@@ -1,0 +1,443 @@
+"""The known-issue registry: the user's "living issues document", read, validated and matched.
+
+The file (default registry/known-issues.yaml) is a YAML list of entries in the seed guide's shape,
+written and kept by people; the tool reads it and never writes it (derived facts go to
+known-good.yaml beside it, see knowngood.py), so hand-written fields and comments are never lost.
+
+    - issue: numpy_scipy_incompatibility            # required: a name, unique in the file
+      error: "numpy.dtype size changed"             # required: the signature (rules below)
+      cause: "Binary incompatibility between NumPy and SciPy versions"        # required
+      solution: "pip install numpy==1.24.3 scipy==1.10.1"                     # required
+      versions: [v74.3, v76]                        # optional: your image versions that hit it
+      probe: "import scipy.stats"                   # optional: a python snippet the guard runs
+      requires: {numpy: "1.24.3", scipy: "1.10.1"}  # optional: the pins of the tested fix
+
+Signature rules (`error`):
+- a string is a literal, case-sensitive substring. Both it and the failure text have their
+  whitespace runs collapsed to one space before the search, so a wrapped traceback still matches.
+  It must be one line of at least 8 characters and more than a bare exception name ("ValueError"
+  would match every ValueError in the matrix).
+- `{regex: "..."}` is a Python regular expression, searched (not anchored) in the same collapsed
+  text; use (?i) for case-insensitive. It must compile and must not match the empty string (it
+  would match every failure).
+
+`requires`, when absent, is read from `solution` if that is a pip / uv pip install command line
+(`pip uninstall -y numpy scipy && pip install numpy==1.24.3 scipy==1.10.1` gives numpy 1.24.3 and
+scipy 1.10.1). Only exact `==` pins count.
+
+Only failing cells are matched (outcomes that are evidence of an incompatibility); an
+infra-error never is, since it says nothing about the combination.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from packaging.version import InvalidVersion, Version
+
+from matrix import evidence, pipcmd
+from matrix.classify import Outcome
+from matrix.errors import ConfigError
+from matrix.store import Record
+
+DEFAULT_PATH = Path("registry") / "known-issues.yaml"
+ENTRY_KEYS = ("issue", "error", "cause", "solution", "versions", "probe", "requires")
+REQUIRED_KEYS = ("issue", "error", "cause", "solution")
+SIGNATURE_KEYS = ("regex",)
+MIN_SUBSTRING = 8
+
+_ISSUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_BARE_EXCEPTION = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*(Error|Exception|Warning|Exit|Interrupt|Traceback):?$")
+_PACKAGE = re.compile(r"^([A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9])$")
+
+
+def collapse(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What an issue's failure text contains: a literal substring, or a regex."""
+
+    pattern: str
+    regex: bool = False
+
+    def matches(self, text: str) -> bool:
+        flat = collapse(text)
+        if self.regex:
+            return re.search(self.pattern, flat) is not None
+        return collapse(self.pattern) in flat
+
+    def as_yaml(self) -> str | dict[str, str]:
+        return {"regex": self.pattern} if self.regex else self.pattern
+
+
+@dataclass(frozen=True)
+class Issue:
+    name: str
+    signature: Signature
+    cause: str
+    solution: str
+    versions: tuple[str, ...] = ()
+    probe: str | None = None
+    # The tested fix: (package, version) pairs, as written.
+    requires: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def requires_dict(self) -> dict[str, str]:
+        return dict(self.requires)
+
+
+@dataclass(frozen=True)
+class Registry:
+    path: Path | None
+    issues: tuple[Issue, ...] = ()
+
+    def match(self, error_text: str) -> Issue | None:
+        """The first entry whose signature the text contains (file order decides ties)."""
+        if not error_text:
+            return None
+        return next((i for i in self.issues if i.signature.matches(error_text)), None)
+
+    def match_record(self, record: Record) -> Issue | None:
+        """The issue a failing cell hit; None for passing cells and infra errors."""
+        if not record.outcome.is_incompatibility:
+            return None
+        return self.match(record.error)
+
+    def matches(self, records: Iterable[Record]) -> dict[str, Issue]:
+        """cell id → issue, for the failing cells some entry matches (an `issue` column)."""
+        out = {}
+        for r in records:
+            issue = self.match_record(r)
+            if issue is not None:
+                out[r.cell] = issue
+        return out
+
+    def get(self, name: str) -> Issue | None:
+        return next((i for i in self.issues if i.name == name), None)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(i.name for i in self.issues)
+
+
+class _Loader(yaml.SafeLoader):
+    """safe_load (so !!python/ tags are refused), plus a refusal of duplicate keys."""
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load(path: str | os.PathLike[str] = DEFAULT_PATH) -> Registry:
+    """Read and validate a registry file. Raises ConfigError naming the file, the entry and the fix."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(p), "", "no such registry file",
+                          f"pass an existing file with --registry, or create {DEFAULT_PATH}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(str(p), "", f"cannot read it ({e})", "check the path and its permissions") from None
+    return parse(text, p)
+
+
+def parse(text: str, path: Path | None = None) -> Registry:
+    file = str(path) if path else "<registry>"
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.YAMLError as e:
+        if "tag:yaml.org,2002:python/" in str(e):
+            raise ConfigError(file, "", "a !!python/ tag is refused: the registry holds data, not objects",
+                              "write the value as a plain string, list or mapping") from None
+        raise ConfigError(file, "", f"not valid YAML: {e}", "fix the YAML syntax at the place shown") from None
+    return Registry(path, _Validator(file).entries(data))
+
+
+def _did_you_mean(word: str, choices: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(choices)}"
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "true/false",
+            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
+class _Validator:
+    def __init__(self, file: str) -> None:
+        self.file = file
+
+    def fail(self, key: str, problem: str, fix: str = "") -> ConfigError:
+        return ConfigError(self.file, key, problem, fix)
+
+    def entries(self, data: Any) -> tuple[Issue, ...]:
+        if data is None:
+            return ()  # an empty registry is valid: no issue logged yet
+        if not isinstance(data, list):
+            raise self.fail("(top level)", f"expected a list of entries, got {_kind(data)}",
+                            "start each entry with '- issue: NAME' (see registry/known-issues.yaml)")
+        issues: list[Issue] = []
+        where: dict[str, int] = {}
+        for i, raw in enumerate(data):
+            issue = self.entry(raw, f"[{i}]")
+            if issue.name in where:
+                raise self.fail(f"[{i}].issue",
+                                f"duplicate issue name {issue.name!r} (also entry [{where[issue.name]}])",
+                                "give each entry its own name, or merge the two")
+            where[issue.name] = i
+            issues.append(issue)
+        return tuple(issues)
+
+    def entry(self, raw: Any, key: str) -> Issue:
+        if not isinstance(raw, dict):
+            raise self.fail(key, f"expected a mapping (issue, error, cause, solution, …), got {_kind(raw)}")
+        for k in raw:
+            if not isinstance(k, str) or k not in ENTRY_KEYS:
+                raise self.fail(f"{key}.{k}", "unknown key", _did_you_mean(str(k), ENTRY_KEYS))
+        for required in REQUIRED_KEYS:
+            if required not in raw:
+                raise self.fail(f"{key}.{required}", "missing",
+                                f"every entry needs {', '.join(REQUIRED_KEYS)} (the seed guide's shape)")
+        name = self.text(raw["issue"], f"{key}.issue")
+        if not _ISSUE_NAME.match(name):
+            raise self.fail(f"{key}.issue", f"{name!r} is not a usable name",
+                            "use letters, digits, '.', '_' and '-', e.g. numpy_scipy_incompatibility")
+        solution = self.text(raw["solution"], f"{key}.solution")
+        probe = raw.get("probe")
+        if probe is not None:
+            probe = self.text(probe, f"{key}.probe")
+            try:
+                compile(probe, f"<probe of {name}>", "exec")
+            except SyntaxError as e:
+                raise self.fail(f"{key}.probe", f"not valid Python ({e.msg}, line {e.lineno})",
+                                'give a snippet such as "import scipy.stats"') from None
+        requires = (self.requires(raw["requires"], f"{key}.requires") if "requires" in raw
+                    else tuple(pipcmd.install_pins(solution).items()))
+        return Issue(
+            name=name,
+            signature=self.signature(raw["error"], f"{key}.error"),
+            cause=self.text(raw["cause"], f"{key}.cause"),
+            solution=solution,
+            versions=self.versions(raw.get("versions", []), f"{key}.versions"),
+            probe=probe,
+            requires=requires,
+        )
+
+    def text(self, value: Any, key: str) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(key, f"expected a non-empty string, got {_kind(value)}")
+        return value.strip()
+
+    def signature(self, value: Any, key: str) -> Signature:
+        if isinstance(value, dict):
+            for k in value:
+                if k not in SIGNATURE_KEYS:
+                    raise self.fail(f"{key}.{k}", "unknown key", _did_you_mean(str(k), SIGNATURE_KEYS))
+            if "regex" not in value:
+                raise self.fail(key, "a mapping signature needs regex:", 'write error: {regex: "dtype size changed"}')
+            pattern = value["regex"]
+            if not isinstance(pattern, str) or not pattern:
+                raise self.fail(f"{key}.regex", f"expected a non-empty string, got {_kind(pattern)}")
+            try:
+                compiled = re.compile(pattern)
+            except re.error as e:
+                raise self.fail(f"{key}.regex", f"not a valid regular expression ({e})",
+                                "escape special characters (\\. \\( \\[), "
+                                'or use a plain substring: error: "text"') from None
+            if compiled.search("") is not None:
+                raise self.fail(f"{key}.regex", f"{pattern!r} matches the empty string, so every failure",
+                                "make it require some text, e.g. dtype size changed")
+            return Signature(pattern, regex=True)
+        if not isinstance(value, str):
+            raise self.fail(key, f"expected a string or {{regex: ...}}, got {_kind(value)}",
+                            'quote it: error: "numpy.dtype size changed"')
+        text = collapse(value)
+        if "\n" in value.strip():
+            raise self.fail(key, "a substring signature spans several lines",
+                            "give one line of the error; for more, use {regex: ...}")
+        if len(text) < MIN_SUBSTRING or _BARE_EXCEPTION.match(text):
+            raise self.fail(key, f"{value!r} is too generic: it would match unrelated failures",
+                            "give the distinctive part of the message, e.g. \"numpy.dtype size changed\"")
+        return Signature(text)
+
+    def versions(self, value: Any, key: str) -> tuple[str, ...]:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise self.fail(key, f"expected a list of image versions, got {_kind(value)}",
+                            "e.g. versions: [v74.3, v76]")
+        out = []
+        for i, item in enumerate(value):
+            if isinstance(item, (int, float)) and not isinstance(item, bool):
+                raise self.fail(f"{key}[{i}]", f"{item!r} was read as a number",
+                                f'quote it: "{item}" (YAML turns 74.30 into 74.3)')
+            if not isinstance(item, str) or not item.strip():
+                raise self.fail(f"{key}[{i}]", f"expected a non-empty string, got {_kind(item)}")
+            out.append(item.strip())
+        return tuple(out)
+
+    def requires(self, value: Any, key: str) -> tuple[tuple[str, str], ...]:
+        if not isinstance(value, dict) or not value:
+            raise self.fail(key, f"expected a mapping of package to version, got {_kind(value)}",
+                            'e.g. requires: {numpy: "1.24.3", scipy: "1.10.1"}')
+        seen: dict[str, str] = {}
+        out = []
+        for name, version in value.items():
+            k = f"{key}.{name}"
+            if not isinstance(name, str) or not _PACKAGE.match(name):
+                raise self.fail(k, f"{name!r} is not a package name (PEP 508)", "use the distribution name")
+            if evidence.canon(name) in seen:
+                raise self.fail(k, f"same package as {seen[evidence.canon(name)]!r}", "keep one of the two")
+            seen[evidence.canon(name)] = name
+            if isinstance(version, float):
+                raise self.fail(k, f"{version!r} was read as a number",
+                                f'quote it: "{version}" (YAML reads 1.10 as 1.1)')
+            if not isinstance(version, str):
+                raise self.fail(k, f"expected a version string, got {_kind(version)}", 'e.g. "1.24.3"')
+            try:
+                Version(version)
+            except InvalidVersion:
+                raise self.fail(k, f"{version!r} is not a plain version",
+                                'give the exact version, e.g. "1.24.3"') from None
+            out.append((name, version))
+        return tuple(out)
+
+
+# Variable parts of failure text, most specific first: the same failure in different cells differs
+# only in these (paths, addresses, versions, sizes).
+_NORMALISE = [
+    (re.compile(r"(?:[A-Za-z]:)?(?:[\\/][\w.@+-]+){2,}[\\/]?"), "<path>"),
+    (re.compile(r"\b0x[0-9A-Fa-f]+\b"), "<hex>"),
+    (re.compile(r"\b[0-9a-f]{12,}\b"), "<hex>"),
+    (re.compile(r"(?<![\w.])v?\d+(?:\.\d+)+(?:[a-z]+\d*)?(?:\.(?:post|dev)\d+)?(?!\w|\.\d)"), "<v>"),
+    (re.compile(r"(?<![\w<])\d+(?![\w>])"), "<n>"),
+]
+
+
+def normalise_signature(error_text: str) -> str:
+    """The failure text with its variable parts replaced, so one failure groups across cells.
+
+    "… Expected 96 from C header, got 88 from PyObject" and "… Expected 80 …, got 72 …" both become
+    "… Expected <n> from C header, got <n> from PyObject"; pins and paths likewise.
+    """
+    text = collapse(error_text)
+    for pattern, placeholder in _NORMALISE:
+        text = pattern.sub(placeholder, text)
+    return text
+
+
+@dataclass(frozen=True)
+class UnmatchedGroup:
+    """Failing cells no registry entry explains, sharing one normalised signature."""
+
+    signature: str
+    outcome: Outcome
+    records: tuple[Record, ...]
+
+    @property
+    def example(self) -> str:
+        return self.records[0].error
+
+
+def group_unmatched(records: Iterable[Record], registry: Registry | None = None) -> list[UnmatchedGroup]:
+    """Failing cells no entry matches, grouped by outcome and normalised signature; biggest first."""
+    reg = registry or Registry(None)
+    groups: dict[tuple[Outcome, str], list[Record]] = {}
+    for r in records:
+        if r.outcome.is_incompatibility and reg.match_record(r) is None:
+            groups.setdefault((r.outcome, normalise_signature(r.error)), []).append(r)
+    out = [UnmatchedGroup(sig, outcome, tuple(sorted(rs, key=lambda r: r.cell)))
+           for (outcome, sig), rs in groups.items()]
+    return sorted(out, key=lambda g: (-len(g.records), g.outcome.value, g.signature))
+
+
+_EXCEPTION_START = re.compile(r"\b[A-Z][A-Za-z0-9_]*(?:Error|Exception|Warning): ")
+
+
+_PLACEHOLDER = re.compile(r"<(?:path|hex|v|n)>")
+
+
+def _suggested_signature(group: UnmatchedGroup) -> Signature:
+    """A signature that matches every cell of the group: a readable substring when one is distinctive."""
+    # From the exception name on, when there is one: what precedes it (the probe, the check) varies.
+    exc = _EXCEPTION_START.search(group.signature)
+    tail = group.signature[exc.start():] if exc else group.signature
+    best = max(_PLACEHOLDER.split(tail), key=len).strip(" ,.:;(")
+    literal_chars = len(_PLACEHOLDER.sub("", tail))
+    candidates = []
+    # A substring only when it is most of the message: "we can conclude that your requirements are
+    # unsatisfiable" alone would match every unsatisfiable install, whatever the package.
+    if len(best) >= MIN_SUBSTRING and not _BARE_EXCEPTION.match(best) and 3 * len(best) >= 2 * literal_chars:
+        candidates.append(Signature(best))
+    literal = re.split(r"(<(?:path|hex|v|n)>)", tail)
+    wild = {"<path>": r"\S+", "<hex>": r"[0-9A-Fa-fx]+", "<v>": r"v?[0-9][0-9A-Za-z.]*", "<n>": r"[0-9]+"}
+    # re.escape escapes spaces too (for verbose mode); the pattern reads better without.
+    escaped = "".join(wild.get(p, re.escape(p).replace("\\ ", " ")) for p in literal)
+    candidates.append(Signature(escaped, regex=True))
+    for sig in candidates:
+        if all(sig.matches(r.error) for r in group.records):
+            return sig
+    return candidates[-1]
+
+
+_STOPWORDS = {"a", "an", "and", "are", "because", "can", "error", "for", "from", "has", "in", "is", "of",
+              "that", "the", "to", "we", "with", "you", "your"}
+
+
+def _suggested_name(group: UnmatchedGroup) -> str:
+    exc = _EXCEPTION_START.search(group.signature)
+    text = _PLACEHOLDER.sub(" ", group.signature[exc.end():] if exc else group.signature)
+    words = [w for w in re.findall(r"[a-z][a-z0-9]*", text.lower()) if w not in _STOPWORDS]
+    return "_".join([*words[:5]] or [group.outcome.value.replace("-", "_")])
+
+
+def suggest_entry(group: UnmatchedGroup, registry: Registry | None = None) -> str:
+    """A registry entry for an unmatched group, as YAML to paste into known-issues.yaml."""
+    sig = _suggested_signature(group)
+    name = _suggested_name(group)
+    taken = set(registry.names) if registry else set()
+    base_name, n = name, 2
+    while name in taken:
+        name, n = f"{base_name}_{n}", n + 1
+    order = evidence.package_order(group.records)
+    seen_pins = {p: sorted({v for r in group.records if (v := evidence.pin_of(r.pins, p))}, key=evidence.version_key)
+                 for p in order}
+    places = sorted({f"{r.base}·{r.mode}" for r in group.records})
+    cells = [r.cell for r in group.records]
+    shown = ", ".join(cells[:6]) + (f", … ({len(cells) - 6} more)" if len(cells) > 6 else "")
+    runs = sorted({r.run_id for r in group.records if r.run_id})
+    entry: dict[str, Any] = {
+        "issue": name,
+        "error": sig.as_yaml(),
+        "cause": "TODO: why this fails",
+        "solution": "TODO: the tested fix, e.g. pip install a==1.0 b==2.0",
+        "versions": [],
+    }
+    header = [
+        f"# {group.outcome.value} in {len(cells)} cell(s){' (run ' + ', '.join(runs) + ')' if runs else ''}: {shown}",
+        f"# seen on {', '.join(places)}; pins: "
+        + "; ".join(f"{p} {', '.join(vs)}" for p, vs in seen_pins.items() if vs),
+        f"# example: {collapse(group.example)[:300]}",
+    ]
+    body = yaml.safe_dump([entry], sort_keys=False, allow_unicode=True, width=1000, default_flow_style=None)
+    return "\n".join(header) + "\n" + body

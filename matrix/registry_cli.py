@@ -1,0 +1,139 @@
+"""The registry's subcommands: `pins`, `preflight`, `guard` and `registry`, for matrix/cli.py to mount.
+
+`add_commands(subparsers)` adds them to the main parser and returns name → handler(args) -> int.
+Handlers raise ConfigError for bad input (exit 2); the main command line turns it into a message.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+from matrix import advisor, evidence, guardfile, knowngood, preflight, registry, spec
+from matrix.errors import EXIT_OK, ConfigError
+from matrix.store import Record
+
+Handler = Callable[[argparse.Namespace], int]
+DEFAULT_CONFIG = Path("matrix.yaml")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--registry", type=Path, default=registry.DEFAULT_PATH,
+                   help=f"the known-issue registry (default: {registry.DEFAULT_PATH})")
+    p.add_argument("--results", type=Path, default=Path("results"),
+                   help="the sweep's output directory, read for evidence (default: results)")
+
+
+def _has_results(results: Path) -> bool:
+    runs = results / "runs"
+    return (results / evidence.RECORDS_FILE).is_file() or (runs.is_dir() and any(runs.glob("*.jsonl")))
+
+
+def _records_if_any(results: Path) -> list[Record]:
+    """The latest records, or none when no sweep wrote any (a corrupt file is still an error)."""
+    return evidence.latest_records(results) if _has_results(results) else []
+
+
+def _build_args(values: list[str] | None) -> dict[str, str]:
+    out = {}
+    for item in values or []:
+        name, eq, value = item.partition("=")
+        if not eq or not name:
+            raise ConfigError("--build-arg", item, "expected NAME=VALUE", "e.g. --build-arg BASE_IMAGE=python:3.11")
+        out[name] = value
+    return out
+
+
+def _images(config: Path | None) -> dict[str, str]:
+    """image → base name from the matrix file, so a FROM line finds its base; {} with no matrix file."""
+    path = config if config is not None else DEFAULT_CONFIG
+    if config is None and not path.is_file():
+        return {}
+    s = spec.load(path)
+    return {b.image: b.name for b in s.bases if b.image}
+
+
+def cmd_pins(args: argparse.Namespace) -> int:
+    reg = registry.load(args.registry)
+    records = evidence.latest_records(args.results)
+    advice = advisor.advise(records, args.query, base=args.base, registry=reg, maximise=args.newest)
+    print(advisor.format_advice(advice), end="")
+    return EXIT_OK
+
+
+def cmd_preflight(args: argparse.Namespace) -> int:
+    reg = registry.load(args.registry)
+    report = preflight.preflight(
+        args.dockerfile, args.baseline, _records_if_any(args.results), reg,
+        base=args.base, images=_images(args.config), build_args=_build_args(args.build_arg),
+    )
+    print(report.format(), end="")
+    return report.exit_code(args.strict)
+
+
+def cmd_guard(args: argparse.Namespace) -> int:
+    reg = registry.load(args.registry)
+    path = guardfile.write(args.output, reg, _records_if_any(args.results))
+    print(f"wrote {path} ({len(reg.issues)} issue(s)); in the Dockerfile, after the installs:")
+    print(f"  COPY {path.name} /tmp/{path.name}")
+    print(f"  RUN python /tmp/{path.name}")
+    return EXIT_OK
+
+
+def cmd_registry(args: argparse.Namespace) -> int:
+    reg = registry.load(args.registry)
+    print(f"{args.registry}: {len(reg.issues)} issue(s), valid")
+    if not _has_results(args.results):
+        print(f"no results in {args.results}: run `compat-matrix run` to match failures against the registry")
+        return EXIT_OK
+    records = evidence.current(evidence.latest_records(args.results))
+    failing = [r for r in records if r.outcome.is_incompatibility]
+    matched = reg.matches(failing)
+    for issue in reg.issues:
+        cells = sorted(c for c, i in matched.items() if i == issue)
+        print(f"  {issue.name}: {len(cells)} failing cell(s)" + (f", e.g. {cells[0]}" if cells else ""))
+    groups = registry.group_unmatched(failing, reg)
+    print(f"{len(failing)} failing cell(s), {len(matched)} matched, "
+          f"{sum(len(g.records) for g in groups)} in {len(groups)} unmatched group(s)")
+    for n, group in enumerate(groups, start=1):
+        print(f"\n[{n}] {group.outcome.value} × {len(group.records)}: {group.signature}")
+        print("suggested entry for the registry:")
+        print(registry.suggest_entry(group, reg), end="")
+    if args.write_known_good:
+        path = knowngood.write(records, reg)
+        print(f"\nwrote {path}")
+    return EXIT_OK
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> dict[str, Handler]:  # type: ignore[type-arg]
+    pins = subparsers.add_parser("pins", help="what the results say about one pin: partners that pass, "
+                                 "failures and their known issues, untested values")
+    pins.add_argument("query", metavar="NAME==VERSION", help="e.g. numpy==2.0.2")
+    pins.add_argument("--base", help="only this base of the matrix")
+    pins.add_argument("--newest", metavar="PACKAGE",
+                      help="sort by this partner first: the newest PACKAGE that works with the pin")
+    _common(pins)
+
+    pre = subparsers.add_parser("preflight", help="check a Dockerfile against the results and the registry "
+                                "(exit 0 clean, 1 problems found, 2 unreadable input)")
+    pre.add_argument("dockerfile", type=Path, metavar="DOCKERFILE")
+    pre.add_argument("--baseline", type=Path, metavar="DOCKERFILE",
+                     help="the last working version's Dockerfile: its fixes must be carried forward")
+    pre.add_argument("--base", help="the matrix base this image builds on (default: found from FROM via --config)")
+    pre.add_argument("--config", type=Path, default=None,
+                     help=f"the matrix file, to map FROM images to bases (default: {DEFAULT_CONFIG} if present)")
+    pre.add_argument("--build-arg", action="append", metavar="NAME=VALUE", help="a build arg (repeatable)")
+    pre.add_argument("--strict", action="store_true", help="warnings fail too (exit 1)")
+    _common(pre)
+
+    guard = subparsers.add_parser("guard", help="write the stdlib-only guard a Dockerfile runs as a checkpoint")
+    guard.add_argument("--output", type=Path, default=Path(guardfile.DEFAULT_NAME),
+                       help=f"where to write it (default: {guardfile.DEFAULT_NAME})")
+    _common(guard)
+
+    reg = subparsers.add_parser("registry", help="validate the registry; suggest entries for unmatched failures")
+    reg.add_argument("--write-known-good", action="store_true",
+                     help="also write known-good.yaml beside the registry from the latest results")
+    _common(reg)
+    return {"pins": cmd_pins, "preflight": cmd_preflight, "guard": cmd_guard, "registry": cmd_registry}
