@@ -25,6 +25,20 @@ def matrix(session: nox.Session) -> None:
 
 
 @nox.session
+def pins(session: nox.Session) -> None:
+    """Before a bump: tested partners of a pin, newest first (e.g. -- numpy==2.0.2 --base py311)."""
+    install_project(session)
+    session.run("compat-matrix", "pins", *session.posargs)
+
+
+@nox.session
+def preflight(session: nox.Session) -> None:
+    """Check a Dockerfile against the results and the registry (-- path/to/Dockerfile [--baseline OLD])."""
+    install_project(session)
+    session.run("compat-matrix", "preflight", *session.posargs)
+
+
+@nox.session
 def tests(session: nox.Session) -> None:
     """All tests: unit (no engine) and integration (real Docker Engine, real package index)."""
     install_project(session, "[test]")

@@ -1,4 +1,5 @@
-"""The command line: `compat-matrix run | list | reproduce` (also `python -m matrix`).
+"""The command line: `compat-matrix run | list | reproduce | pins | preflight | guard | registry`
+(also `python -m matrix`).
 
 A chain of small steps (load → plan → select → run → report); each ends the command with an
 exit code from errors.py.
@@ -11,12 +12,27 @@ import difflib
 import json
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from matrix import __version__, cells, dockerfile, install, locks, probing, report, spec, sweep
+from matrix import (
+    __version__,
+    cells,
+    dockerfile,
+    install,
+    knowngood,
+    locks,
+    probing,
+    registry,
+    registry_cli,
+    report,
+    spec,
+    sweep,
+)
 from matrix.classify import Outcome
 from matrix.errors import EXIT_INFRA, EXIT_OK, CompatMatrixError, ConfigError, EngineUnavailable
 from matrix.install import redact
+from matrix.registry import Registry
 from matrix.store import Record, load_records
 
 
@@ -25,7 +41,7 @@ def _err(message: str) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="compat-matrix", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="compat-matrix", description="Which combinations of package pins work on which base.")
     p.add_argument("--version", action="version", version=f"compat-matrix {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -39,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--select", action="append", metavar="GLOB",
                      help="only cells whose id matches (repeatable), e.g. 'bookworm-py311-*'")
     run.add_argument("--keep", action="store_true", help="keep each cell's image (or venv) for inspection")
+    run.add_argument("--registry", type=Path, metavar="FILE",
+                     help="the known-issue registry (default: registry/known-issues.yaml beside the matrix "
+                          "file, when there is one); its known-good pins are refreshed after the run")
     run.add_argument("--resume", action="store_true",
                      help="keep the verdicts already in RESULTS/records.jsonl; run only the cells without one "
                           "(not run, or infra-error)")
@@ -55,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("cell", metavar="CELL_ID")
     rep.add_argument("--write", type=Path, metavar="DIR",
                      help="also lay out the build context in DIR, ready for docker build")
+    COMMANDS.update(registry_cli.add_commands(sub))
     return p
 
 
@@ -119,9 +139,21 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _backend(choice: str, s: spec.Spec, run_id: str, keep: bool) -> tuple[sweep.Backend, str]:
+def _registry(args: argparse.Namespace) -> Registry | None:
+    """The registry the run matches failures against: given, or the one beside the matrix file."""
+    if args.registry is not None:
+        return registry.load(args.registry)
+    default = args.config.parent / registry.DEFAULT_PATH
+    return registry.load(default) if default.is_file() else None
+
+
+def _backend(choice: str, s: spec.Spec, run_id: str, keep: bool,
+             issue_probes: tuple[tuple[str, str], ...]) -> tuple[sweep.Backend, str]:
     """The backend to run, and a line saying which one and why."""
     from matrix.venv_backend import VenvBackend
+
+    def venv() -> VenvBackend:
+        return VenvBackend(s, run_id, keep=keep, issue_probes=issue_probes)
 
     if choice in ("docker", "auto"):
         from matrix.docker_backend import DockerBackend
@@ -132,9 +164,10 @@ def _backend(choice: str, s: spec.Spec, run_id: str, keep: bool) -> tuple[sweep.
         except EngineUnavailable as e:
             if choice == "docker":
                 raise
-            return VenvBackend(s, run_id, keep=keep), f"{e}: running the embedded venv backend instead"
-        return DockerBackend(engine, s, run_id, keep=keep), f"docker backend on {engine.description}"
-    return VenvBackend(s, run_id, keep=keep), "venv backend (--backend venv)"
+            return venv(), f"{e}: running the embedded venv backend instead"
+        backend = DockerBackend(engine, s, run_id, keep=keep, issue_probes=issue_probes)
+        return backend, f"docker backend on {engine.description}"
+    return venv(), "venv backend (--backend venv)"
 
 
 def _verdicts_to_keep(results: Path, cells_: tuple[cells.Cell, ...]) -> dict[str, Record]:
@@ -153,9 +186,11 @@ def _verdicts_to_keep(results: Path, cells_: tuple[cells.Cell, ...]) -> dict[str
 
 def cmd_run(args: argparse.Namespace) -> int:
     s, plan, chosen = _selected(args)
+    known = _registry(args)
+    issue_probes = tuple((i.name, i.probe) for i in known.issues if i.probe) if known else ()
     run_id = sweep.new_run_id()
     # Before anything is written: no engine (with --backend docker), no change to results/.
-    backend, why = _backend(args.backend, s, run_id, args.keep)
+    backend, why = _backend(args.backend, s, run_id, args.keep, issue_probes)
     print(f"compat-matrix run {run_id}: {why}")
     skipped = {b.name: backend.skip_reason(b) for b in s.bases}
     for reason in sorted({r for r in skipped.values() if r}):
@@ -188,7 +223,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         outcome.records[:0] = list(kept.values())
         outcome.records.sort(key=lambda r: order.get(r.cell, len(order)))
         outcome.total += len(kept)
-        paths = report.write(outcome.records, results, s.package_names)
+        paths = report.write(outcome.records, results, s.package_names, known)
+        if known is not None and outcome.interrupted is None:
+            paths.append(knowngood.write(outcome.records, known, packages=s.package_names))
     finally:
         try:
             backend.close(interrupted=outcome is None or outcome.interrupted is not None)
@@ -213,7 +250,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "reproduce": cmd_reproduce}
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": cmd_run, "list": cmd_list, "reproduce": cmd_reproduce}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ import pandas as pd
 from packaging.version import Version
 
 from matrix.classify import Outcome
+from matrix.registry import Registry, group_unmatched, suggest_entry
 from matrix.store import Record, atomic_write
 
 SYMBOLS = {
@@ -45,17 +46,20 @@ def packages_of(records: list[Record], packages: tuple[str, ...] = ()) -> list[s
     return names
 
 
-def table(records: list[Record], packages: tuple[str, ...] = ()) -> pd.DataFrame:
+def table(records: list[Record], packages: tuple[str, ...] = (), registry: Registry | None = None) -> pd.DataFrame:
+    """One row per cell; `issue` names the registry entry a failing cell hit."""
     names = packages_of(records, packages)
+    hits = registry.matches(records) if registry else {}
     rows = []
     for r in records:
         row: dict[str, object] = {"cell": r.cell, "base": r.base, "mode": r.mode}
         row.update({p: r.pins.get(p, "") for p in names})
-        row.update({"outcome": r.outcome.value, "error": r.error})
+        row.update({"outcome": r.outcome.value, "error": r.error,
+                    "issue": hits[r.cell].name if r.cell in hits else ""})
         row.update({f"installed_{p}": r.installed.get(p) or "" for p in names})
         row.update({"duration_s": r.duration_s, "backend": r.backend, "python": r.python or ""})
         rows.append(row)
-    columns = ["cell", "base", "mode", *names, "outcome", "error",
+    columns = ["cell", "base", "mode", *names, "outcome", "error", "issue",
                *(f"installed_{p}" for p in names), "duration_s", "backend", "python"]
     return pd.DataFrame(rows, columns=columns)
 
@@ -83,7 +87,8 @@ def pivot(df: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     return grid.fillna(NOT_RUN)
 
 
-def markdown(df: pd.DataFrame, names: list[str], title: str = "Compatibility matrix") -> str:
+def markdown(df: pd.DataFrame, names: list[str], registry: Registry | None = None,
+             records: list[Record] | None = None, title: str = "Compatibility matrix") -> str:
     out = [f"# {title}", ""]
     counts = Counter(df["outcome"]) if not df.empty else Counter()
     out.append(", ".join(f"{SYMBOLS[o]} {o.value}: {counts[o.value]}" for o in Outcome if counts[o.value])
@@ -96,10 +101,23 @@ def markdown(df: pd.DataFrame, names: list[str], title: str = "Compatibility mat
     failing = df[~df["outcome"].isin([Outcome.PASS.value])] if not df.empty else df
     if not failing.empty:
         out += ["## Cells that did not pass", ""]
-        details = failing[["cell", "outcome", "error"]].copy()
+        details = failing[["cell", "outcome", "error", "issue"]].copy()
         details["error"] = details["error"].map(lambda e: _one_line(e, 240))
+        if registry is not None:
+            # The fix next to the failure: what the seed's KNOWN_ISSUES list was for.
+            details["fix"] = details["issue"].map(
+                lambda name: _one_line(registry.get(name).solution, 120) if registry.get(name) else "")
+        else:
+            details = details.drop(columns="issue")
         out.append(details.to_markdown(index=False, tablefmt="github"))
         out.append("")
+    if registry is not None and records:
+        groups = group_unmatched(records, registry)
+        if groups:
+            out += ["## New failures (no registry entry matches)", "",
+                    f"Paste an entry into {registry.path or 'the registry'} once the cause and the fix are known:", ""]
+            for g in groups:
+                out += ["```yaml", suggest_entry(g, registry).rstrip(), "```", ""]
     out += ["## Legend", ""]
     legend = pd.DataFrame([{"": SYMBOLS[o], "outcome": o.value, "meaning": MEANINGS[o]} for o in Outcome]
                           + [{"": NOT_RUN, "outcome": "not run", "meaning": "excluded, or not selected"}])
@@ -112,15 +130,16 @@ def _one_line(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def write(records: list[Record], results_dir: Path, packages: tuple[str, ...] = ()) -> list[Path]:
+def write(records: list[Record], results_dir: Path, packages: tuple[str, ...] = (),
+          registry: Registry | None = None) -> list[Path]:
     """The table and the records behind it (records.jsonl: what the registry and advisor read)."""
     names = packages_of(records, packages)
-    df = table(records, packages)
+    df = table(records, packages, registry)
     csv_path, md_path = results_dir / "matrix.csv", results_dir / "matrix.md"
     records_path = results_dir / "records.jsonl"
     atomic_write(records_path, "".join(json.dumps(r.serialize(), sort_keys=True) + "\n" for r in records))
     atomic_write(csv_path, df.to_csv(index=False))
-    atomic_write(md_path, markdown(df, names))
+    atomic_write(md_path, markdown(df, names, registry, records))
     return [csv_path, md_path, records_path]
 
 

@@ -30,7 +30,7 @@ def test_csv_has_one_row_per_cell_with_the_issue_columns(tmp_path: Path) -> None
     report.write(RECORDS, tmp_path, ("numpy", "scipy"))
     with open(tmp_path / "matrix.csv") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0])[:10] == ["cell", "base", "mode", "numpy", "scipy", "outcome", "error",
+    assert list(rows[0])[:11] == ["cell", "base", "mode", "numpy", "scipy", "outcome", "error", "issue",
                                   "installed_numpy", "installed_scipy", "duration_s"]
     assert len(rows) == 5
     assert rows[4]["outcome"] == "import-error" and "dtype size changed" in rows[4]["error"]
@@ -65,3 +65,29 @@ def test_records_round_trip(tmp_path: Path) -> None:
 
 def test_summary_counts() -> None:
     assert report.summary(RECORDS) == "3 pass, 1 import-error, 1 resolve-conflict"
+
+
+REGISTRY = """
+- issue: numpy_scipy_incompatibility
+  error: "numpy.dtype size changed"
+  cause: "Binary incompatibility between NumPy and SciPy versions"
+  solution: "pip install numpy==1.24.3 scipy==1.10.1"
+  versions: [v74.3, v76]
+"""
+
+
+def test_failures_name_their_issue_and_fix_and_new_ones_get_a_suggested_entry(tmp_path: Path) -> None:
+    from matrix import registry
+
+    reg = registry.parse(REGISTRY, tmp_path / "known-issues.yaml")
+    report.write(RECORDS, tmp_path, ("numpy", "scipy"), reg)
+    with open(tmp_path / "matrix.csv") as f:
+        issues = {r["cell"]: r["issue"] for r in csv.DictReader(f)}
+    assert issues["b-numpy2.2.6-scipy1.11.4-layered"] == "numpy_scipy_incompatibility"
+    assert issues["b-numpy2.2.6-scipy1.11.4-together"] == ""
+    md = (tmp_path / "matrix.md").read_text()
+    row = next(ln for ln in md.splitlines() if ln.startswith("| b-numpy2.2.6-scipy1.11.4-layered"))
+    assert "numpy_scipy_incompatibility" in row and "pip install numpy==1.24.3 scipy==1.10.1" in row
+    new = md.split("## New failures (no registry entry matches)")[1]
+    assert "b-numpy2.2.6-scipy1.11.4-together" in new and "Cannot install numpy==2.2.6" in new
+    assert "numpy_scipy_incompatibility" not in new.split("## Legend")[0]
