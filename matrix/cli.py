@@ -41,7 +41,8 @@ def _err(message: str) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="compat-matrix", description="Which combinations of package pins work on which base.")
+    p = argparse.ArgumentParser(prog="compat-matrix",
+                                description="Which combinations of package pins work on which base.")
     p.add_argument("--version", action="version", version=f"compat-matrix {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
