@@ -25,6 +25,7 @@ from packaging.utils import canonicalize_name
 
 from matrix import pipcmd
 from matrix.errors import ConfigError
+from matrix.inputs import read_text
 from matrix.pipcmd import Spec
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-+])([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
@@ -489,12 +490,7 @@ class _Located:
 def parse(path: str | Path, build_args: dict[str, str] | None = None, context: Path | None = None) -> Dockerfile:
     """Read a Dockerfile; ConfigError naming it (or a requirements file it uses) when unreadable."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(str(p), "", "no such Dockerfile", "pass the path of an existing Dockerfile") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(str(p), "", f"cannot read it ({e})", "check the path and its permissions") from None
+    text = read_text(p, "Dockerfile", "pass the path of an existing Dockerfile")
     df = _Reader(p, dict(build_args or {}), context or p.parent).read(text)
     if not df.stages:
         raise ConfigError(str(p), "", "no FROM instruction: not a Dockerfile", "pass the Dockerfile itself")

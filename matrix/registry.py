@@ -45,6 +45,7 @@ from packaging.version import InvalidVersion, Version
 from matrix import evidence, pipcmd
 from matrix.classify import Outcome
 from matrix.errors import ConfigError
+from matrix.inputs import load_yaml, read_text
 from matrix.store import Record
 
 DEFAULT_PATH = Path("registry") / "known-issues.yaml"
@@ -129,46 +130,15 @@ class Registry:
         return tuple(i.name for i in self.issues)
 
 
-class _Loader(yaml.SafeLoader):
-    """safe_load (so !!python/ tags are refused), plus a refusal of duplicate keys."""
-
-
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
-        if key in seen:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        seen.add(key)
-    return loader.construct_mapping(node, deep)
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
 def load(path: str | os.PathLike[str] = DEFAULT_PATH) -> Registry:
     """Read and validate a registry file. Raises ConfigError naming the file, the entry and the fix."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(str(p), "", "no such registry file",
-                          f"pass an existing file with --registry, or create {DEFAULT_PATH}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(str(p), "", f"cannot read it ({e})", "check the path and its permissions") from None
-    return parse(text, p)
+    return parse(read_text(p, "registry file", f"pass an existing file with --registry, or create {DEFAULT_PATH}"), p)
 
 
 def parse(text: str, path: Path | None = None) -> Registry:
     file = str(path) if path else "<registry>"
-    try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
-    except yaml.YAMLError as e:
-        if "tag:yaml.org,2002:python/" in str(e):
-            raise ConfigError(file, "", "a !!python/ tag is refused: the registry holds data, not objects",
-                              "write the value as a plain string, list or mapping") from None
-        raise ConfigError(file, "", f"not valid YAML: {e}", "fix the YAML syntax at the place shown") from None
-    return Registry(path, _Validator(file).entries(data))
+    return Registry(path, _Validator(file).entries(load_yaml(text, file)))
 
 
 def _did_you_mean(word: str, choices: tuple[str, ...]) -> str:

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from matrix.errors import ConfigError
+from matrix.inputs import load_yaml, read_text
 
 MODES = ("together", "layered")
 
@@ -118,43 +118,14 @@ class Spec:
         raise KeyError(name)
 
 
-class _Loader(yaml.SafeLoader):
-    """safe_load, plus a refusal of duplicate keys (YAML silently keeps the last one)."""
-
-
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node, deep)
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
 def load(path: str | os.PathLike[str]) -> Spec:
     """Read and validate a matrix file. Raises ConfigError naming the file, the key and the fix."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(str(p), "", "no such file", "pass an existing matrix file with --config") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(str(p), "", f"cannot read it ({e})", "check the path and its permissions") from None
-    return parse(text, p)
+    return parse(read_text(p, "file", "pass an existing matrix file with --config"), p)
 
 
 def parse(text: str, path: Path) -> Spec:
-    try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
-    except yaml.YAMLError as e:
-        raise ConfigError(str(path), "", f"not valid YAML: {e}", "fix the YAML syntax at the place shown") from None
-    return _Validator(path).spec(data)
+    return _Validator(path).spec(load_yaml(text, str(path)))
 
 
 def _did_you_mean(word: str, choices: tuple[str, ...] | list[str]) -> str:
