@@ -5,14 +5,18 @@ Receives an engine object (engine.DockerEngine, or a fake in unit tests) and nev
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.server
+import secrets
 import socket
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Protocol
 
-from matrix import dockerfile, locks, probing
+from matrix import dockerfile, install, locks, probing
 from matrix.cells import Cell
 from matrix.classify import Outcome, Verdict, classify_install
 from matrix.engine import CELL_LABEL, HOST_LABEL, RUN_LABEL, BuildResult, EngineFault
@@ -117,10 +121,14 @@ class DockerBackend:
         base_error = self._base_error(cell.base)
         if base_error:
             return Verdict(Outcome.INFRA_ERROR, base_error)
-        ctx = dockerfile.context(cell, self.spec, self.labels(cell))
-        (log_dir / "Dockerfile").write_text(redact(ctx.dockerfile), encoding="utf-8")
         tag = self.image_tag(cell)
-        with tempfile.TemporaryDirectory(prefix="compat-matrix-ctx-") as tmp:
+        server = _SecretServer() if install.has_credentials(self.spec) else None
+        with server or contextlib.nullcontext(), tempfile.TemporaryDirectory(prefix="compat-matrix-ctx-") as tmp:
+            ctx = dockerfile.context(cell, self.spec, self.labels(cell),
+                                     server.url if server else dockerfile.SECRET_URL_PLACEHOLDER)
+            if server:
+                server.content = ctx.pip_conf
+            (log_dir / "Dockerfile").write_text(redact(ctx.dockerfile), encoding="utf-8")
             ctx.write(Path(tmp))
             built = self.engine.build(Path(tmp), tag)
         (log_dir / "build.log").write_text(redact(built.log), encoding="utf-8")
@@ -138,3 +146,43 @@ class DockerBackend:
         report, verdict = probing.conclude(ran, nonce, log_dir, limits.memory)
         record.python, record.installed = report.python, report.installed
         return verdict
+
+
+class _SecretServer:
+    """Serves a credentialed build's pip configuration on the loopback for as long as the build.
+
+    The classic builder has no build secrets; the build runs with host networking, so its RUN
+    steps reach 127.0.0.1 here. The address holds a one-time token and dies with the build, so
+    what `docker history` records of the RUN line is useless afterwards.
+    """
+
+    def __init__(self) -> None:
+        self.content: str | None = None
+        token = secrets.token_hex(16)
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+                if self.path != f"/{token}" or outer.content is None:
+                    self.send_error(404)
+                    return
+                body = outer.content.encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass  # requests are not news
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/{token}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> _SecretServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()

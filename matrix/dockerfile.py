@@ -26,11 +26,20 @@ PROBES_DIR = f"{ROOT}/probes"
 DRIVER = f"{PROBES_DIR}/_driver.py"
 
 
+# Where a credentialed build's pip configuration lives, only for the length of one RUN step.
+PIP_CONF = "/tmp/compat-matrix-pip.conf"
+# What `reproduce` shows in place of the build's one-time address.
+SECRET_URL_PLACEHOLDER = "http://127.0.0.1:PORT/TOKEN"
+
+
 @dataclass(frozen=True)
 class BuildContext:
     dockerfile: str
     # Context-relative name → file on this machine.
     files: dict[str, Path]
+    # With credentials in the index URLs: the pip configuration that holds them. It is never put
+    # in the context or a layer; each install step fetches it from `secrets_url` and deletes it.
+    pip_conf: str | None = None
 
     def write(self, directory: Path) -> None:
         """Lay the context out in `directory`, ready for `docker build`."""
@@ -46,7 +55,20 @@ def _wheel_dist(filename: str) -> str:
     return canonicalize_name(filename.split("-", 1)[0])
 
 
-def context(cell: Cell, spec: Spec, labels: dict[str, str] | None = None) -> BuildContext:
+def _with_config_from(url: str, pip_args: list[str]) -> str:
+    """A RUN line that fetches the pip config, installs with it and removes it in the same step,
+    so neither the layer, `docker history` nor `inspect` ever holds the credentials."""
+    fetch = shlex.join([VENV_PYTHON, "-c", "import sys, urllib.request as u; "
+                        "open(sys.argv[2], 'wb').write(u.urlopen(sys.argv[1]).read())", url, PIP_CONF])
+    install_ = shlex.join([VENV_PYTHON, "-m", "pip", *pip_args])
+    return (f"RUN {fetch}; rc=$?; if [ $rc -eq 0 ]; then PIP_CONFIG_FILE={PIP_CONF} {install_}; rc=$?; fi; "
+            f"rm -f {PIP_CONF}; exit $rc")
+
+
+def context(cell: Cell, spec: Spec, labels: dict[str, str] | None = None,
+            secrets_url: str = SECRET_URL_PLACEHOLDER) -> BuildContext:
+    """The cell's Dockerfile and context. `secrets_url` is where a build with credentials in its
+    index URLs fetches the pip configuration (served by the docker backend for the build)."""
     base = spec.base(cell.base)
     files: dict[str, Path] = {}
     if base.image is None:
@@ -80,10 +102,14 @@ def context(cell: Cell, spec: Spec, labels: dict[str, str] | None = None) -> Bui
                 files[f"find-links-{i}/{w.name}"] = w
             lines.append(f"COPY find-links-{i} {ROOT}/find-links-{i}")
             links.append(f"{ROOT}/find-links-{i}")
-    for step in install.steps(cell, spec, links):
-        lines.append("RUN " + shlex.join([VENV_PYTHON, "-m", "pip", *step.args]))
+    secret = install.has_credentials(spec)
+    for step in install.steps(cell, spec, links, index_in_config=secret):
+        if secret:
+            lines.append(_with_config_from(secrets_url, list(step.args)))
+        else:
+            lines.append("RUN " + shlex.join([VENV_PYTHON, "-m", "pip", *step.args]))
     for name, source in probe_files().items():
         files[f"probes/{name}"] = source
     # Probes last: changing them never invalidates the install layers.
     lines.append(f"COPY probes {PROBES_DIR}")
-    return BuildContext("\n".join(lines) + "\n", files)
+    return BuildContext("\n".join(lines) + "\n", files, install.pip_conf(spec, links) if secret else None)

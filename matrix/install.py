@@ -18,11 +18,33 @@ class Step:
     args: tuple[str, ...]
 
 
-def options(spec: Spec, find_links: list[str]) -> list[str]:
-    """Installer options for every step; `find_links` as the installer will see them."""
+def has_credentials(spec: Spec) -> bool:
+    """Whether an index or link URL carries user:password@ (which must stay out of command lines)."""
+    urls = [spec.install.index_url or "", *spec.install.extra_index_urls, *spec.install.find_links]
+    return any(_CREDENTIALS.search(u) for u in urls)
+
+
+def pip_conf(spec: Spec, find_links: list[str]) -> str:
+    """The index options as a pip configuration file, for a step that must not show them."""
+    lines = ["[global]"]
+    if spec.install.index_url:
+        lines.append(f"index-url = {spec.install.index_url}")
+    if spec.install.extra_index_urls:
+        lines.append("extra-index-url = " + "\n    ".join(spec.install.extra_index_urls))
+    if find_links:
+        lines.append("find-links = " + "\n    ".join(find_links))
+    return "\n".join(lines) + "\n"
+
+
+def options(spec: Spec, find_links: list[str], *, index_in_config: bool = False) -> list[str]:
+    """Installer options for every step; `find_links` as the installer will see them. With
+    `index_in_config` the index and link options are left to a pip config file (pip_conf):
+    on the command line pip would let them override the file's."""
     opts = []
     if spec.install.only_binary:
         opts.append("--only-binary=:all:")
+    if index_in_config:
+        return opts
     if spec.install.index_url:
         opts += ["--index-url", spec.install.index_url]
     for url in spec.install.extra_index_urls:
@@ -32,8 +54,8 @@ def options(spec: Spec, find_links: list[str]) -> list[str]:
     return opts
 
 
-def steps(cell: Cell, spec: Spec, find_links: list[str]) -> list[Step]:
-    opts = options(spec, find_links)
+def steps(cell: Cell, spec: Spec, find_links: list[str], *, index_in_config: bool = False) -> list[Step]:
+    opts = options(spec, find_links, index_in_config=index_in_config)
     if cell.mode == "together":
         return [Step(("install", *opts, *cell.requirements()))]
     # layered: what a Dockerfile with one `RUN pip install` per package produces. The first step

@@ -1,5 +1,5 @@
-"""Ctrl-C and SIGTERM in the middle of a build: the right exit code, finished rows kept, nothing
-of the run left on the engine."""
+"""Ctrl-C and SIGTERM during a build, during a probe and between cells: the right exit code,
+the finished rows kept, nothing of the run left on the engine."""
 
 from __future__ import annotations
 
@@ -20,25 +20,54 @@ packages:
   numpy: ["1.26.4", "2.2.6"]
 modes: [together]
 """
+# A registry whose probe sleeps: the probe phase of each cell lasts long enough to be hit.
+SLOW_REGISTRY = """
+- issue: slow_probe
+  error: "never printed by anything"
+  cause: "a test's probe that takes its time"
+  solution: "none needed"
+  probe: "import time; time.sleep(60)"
+"""
 
 
+def _wait_for(phase: str, proc: subprocess.Popen[str], engine: DockerEngine, run_id: str) -> None:
+    assert proc.stdout is not None
+    if phase == "between":
+        while "pass in" not in (line := proc.stdout.readline()):
+            assert line, "the run ended before its first cell finished"
+        return
+    while not (line := proc.stdout.readline()).startswith("[1/2]"):
+        assert line, "the run ended before its first cell"
+    if phase == "build":
+        time.sleep(4)  # the venv and pip steps are under way
+        return
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # the probe container of the first cell is running
+        running = engine.client.api.containers(filters={"label": f"{RUN_LABEL}={run_id}"})
+        if any("_driver.py" in c["Command"] for c in running):
+            time.sleep(2)
+            return
+        time.sleep(0.5)
+    pytest.fail("no probe container ever ran")
+
+
+@pytest.mark.parametrize("phase", ["build", "probe", "between"])
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_during_a_build_cleans_up(base_image: str, tmp_path: Path, engine: DockerEngine,
-                                         sig: signal.Signals, code: int) -> None:
+def test_a_signal_ends_the_run_cleanly(base_image: str, tmp_path: Path, engine: DockerEngine,
+                                       sig: signal.Signals, code: int, phase: str) -> None:
     config = tmp_path / "matrix.yaml"
     config.write_text(MATRIX.format(base=base_image))
+    args = ["--registry", str(tmp_path / "slow.yaml")] if phase == "probe" else []
+    (tmp_path / "slow.yaml").write_text(SLOW_REGISTRY)
     with subprocess.Popen(
-        [sys.executable, "-m", "matrix", "run", "--config", str(config), "--results", str(tmp_path / "r")],
+        [sys.executable, "-m", "matrix", "run", "--config", str(config), "--results", str(tmp_path / "r"), *args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         # A shell's background job inherits SIGINT ignored; a user at a terminal does not.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     ) as proc:
         assert proc.stdout is not None
-        first = proc.stdout.readline()
-        run_id = first.split()[2].rstrip(":")
-        while not (line := proc.stdout.readline()).startswith("[1/2]"):
-            assert line, "the run ended before its first cell"
-        time.sleep(4)  # inside the first cell's build: the venv and pip steps are under way
+        run_id = proc.stdout.readline().split()[2].rstrip(":")
+        _wait_for(phase, proc, engine, run_id)
         proc.send_signal(sig)
         out = proc.stdout.read()
         assert proc.wait(timeout=120) == code, out
@@ -47,4 +76,5 @@ def test_signal_during_a_build_cleans_up(base_image: str, tmp_path: Path, engine
     filters = {"label": f"{RUN_LABEL}={run_id}"}
     assert api.containers(all=True, filters=filters) == []
     assert api.images(all=True, filters=filters) == []
-    assert (tmp_path / "r" / "matrix.csv").is_file()
+    rows = (tmp_path / "r" / "matrix.csv").read_text().splitlines()
+    assert len(rows) == (2 if phase == "between" else 1)  # header, and the finished cell

@@ -54,3 +54,18 @@ def test_a_hung_probe_container_is_killed_at_the_limit(engine: DockerEngine, bas
     ran = run_py(engine, base_image, "import time; time.sleep(600)", timeout_s=5)
     assert ran.timed_out
     assert not engine.client.api.containers(all=True, filters={"label": f"{RUN_LABEL}=integration-sandbox"})
+
+
+def test_memory_past_the_limit_is_an_oom_the_engine_reports(engine: DockerEngine, base_image: str) -> None:
+    # A child process (as a probe is) allocates past the limit; the engine says OOM, so the cell
+    # says crash for memory, and only then.
+    code = ("import subprocess, sys\n"
+            "subprocess.run([sys.executable, '-c', 'b = bytearray(512 * 1024 * 1024); print(len(b))'])\n")
+    ran = run_py(engine, base_image, code)
+    assert ran.oom_killed, ran
+    from matrix.probing import DriverReport, judge
+
+    v = judge(ran, DriverReport(python="3.11", probes=[], complete=True), "256m")
+    assert v.outcome.value == "crash" and "out of memory" in v.error
+    fine = run_py(engine, base_image, "b = bytearray(16 * 1024 * 1024)")
+    assert fine.exit_code == 0 and not fine.oom_killed

@@ -67,7 +67,9 @@ def test_failed_build_is_classified_and_logs_carry_no_credentials(make_spec, tmp
     assert rec.outcome is Outcome.NO_WHEEL
     for f in logs.iterdir():
         assert "s3cret" not in f.read_text(), f.name
-    assert "https://***@pypi.corp.invalid/simple" in (logs / "Dockerfile").read_text()
+    dockerfile = (logs / "Dockerfile").read_text()
+    # the credentialed index is not even on the RUN line: each step fetches a pip config instead
+    assert "pypi.corp.invalid" not in dockerfile and "PIP_CONFIG_FILE=" in dockerfile
 
 
 def test_missing_base_image_is_infra_error_for_every_cell_of_it(make_spec, tmp_path: Path) -> None:

@@ -1,0 +1,49 @@
+"""Credentials in an index URL reach the installer and nothing else: not the logs, not the
+results, not `docker history` or `inspect` of any image the build made."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from matrix.engine import RUN_LABEL, DockerEngine
+
+SECRET = "s3cr3t-token-do-not-leak"
+
+
+def test_index_credentials_never_leave_the_install_step(engine: DockerEngine, base_image: str,
+                                                        tmp_path: Path) -> None:
+    (tmp_path / "matrix.yaml").write_text(textwrap.dedent(f"""
+        bases: {{b: {{image: "{base_image}"}}}}
+        packages: {{scipy: ["1.11.4"], numpy: ["1.26.4"]}}
+        modes: [layered]
+        install: {{index_url: "https://compat-user:{SECRET}@pypi.org/simple"}}
+    """))
+    results = tmp_path / "results"
+    proc = subprocess.run([sys.executable, "-m", "matrix", "run", "--config", str(tmp_path / "matrix.yaml"),
+                           "--results", str(results), "--backend", "docker", "--keep"],
+                          capture_output=True, text=True, timeout=1200)
+    run_id = proc.stdout.split()[2].rstrip(":")
+    api = engine.client.api
+    try:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "1/1 cells: 1 pass" in proc.stdout  # the credentials did reach pip
+        assert SECRET not in proc.stdout + proc.stderr
+        for f in results.rglob("*"):
+            if f.is_file():
+                assert SECRET not in f.read_text(errors="replace"), f
+        images = api.images(all=True, filters={"label": f"{RUN_LABEL}={run_id}"}, quiet=True)
+        assert images
+        for image in images:
+            assert SECRET not in json.dumps(api.history(image)), "docker history"
+            assert SECRET not in json.dumps(api.inspect_image(image)), "docker inspect"
+        # and no layer kept the configuration file
+        final = api.images(filters={"label": f"{RUN_LABEL}={run_id}"}, quiet=True)[0]
+        out = engine.client.containers.run(final, ["ls", "/tmp"], remove=True, network_mode="none",
+                                           labels={RUN_LABEL: run_id})
+        assert b"compat-matrix-pip.conf" not in out
+    finally:
+        engine.remove_labelled(run_id)
