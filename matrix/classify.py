@@ -46,7 +46,7 @@ _INFRA = re.compile(
     r"CERTIFICATE_VERIFY_FAILED|Read timed out|Connection reset by peer|ConnectionResetError|"
     r"Network is unreachable|Could not fetch URL|toomanyrequests|No space left on device|"
     r"Temporary failure resolving|Could not resolve host|error sending request|dns error|"
-    r"failed to fetch|operation timed out",
+    r"failed to fetch|operation timed out|HTTP error 429|Too Many Requests",
     re.IGNORECASE,
 )
 _NO_WHEEL = re.compile(

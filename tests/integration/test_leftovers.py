@@ -40,3 +40,21 @@ def test_dead_runs_are_reaped_and_live_ones_kept(engine: DockerEngine, base_imag
         live.release()
         engine.remove_labelled("live-run")
         engine.remove_labelled("dead-run")
+
+
+def test_two_sweeps_at_once_on_one_engine_keep_out_of_each_others_way(base_image: str, tmp_path: Path,
+                                                                       engine: DockerEngine) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "m.yaml").write_text(f'bases: {{b: {{image: "{base_image}"}}}}\npackages: {{numpy: ["1.26.4"]}}\n')
+    procs = [subprocess.Popen([sys.executable, "-m", "matrix", "run", "--config", str(tmp_path / "m.yaml"),
+                               "--results", str(tmp_path / f"r{i}"), "--backend", "docker"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in (1, 2)]
+    outs = [p.communicate(timeout=900)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert all("1/1 cells: 1 pass" in out for out in outs)
+    run_ids = [out.split()[2].rstrip(":") for out in outs]
+    assert run_ids[0] != run_ids[1]
+    for run_id in run_ids:
+        assert not engine.client.api.images(all=True, filters={"label": f"{RUN_LABEL}={run_id}"})

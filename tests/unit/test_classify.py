@@ -43,6 +43,8 @@ def test_an_unreachable_index_is_infra_not_no_wheel() -> None:
         ("E: Failed to fetch http://deb.debian.org/debian/pool/x.deb  Temporary failure resolving",
          Outcome.INFRA_ERROR),
         ("OSError: [Errno 28] No space left on device", Outcome.INFRA_ERROR),
+        ("toomanyrequests: You have reached your pull rate limit.", Outcome.INFRA_ERROR),
+        ("ERROR: HTTP error 429 while getting https://files.pythonhosted.org/x.whl", Outcome.INFRA_ERROR),
         ("  × No solution found when resolving dependencies:\n  ╰─▶ Because scipy==1.11.4 depends on numpy<1.28 ...",
          Outcome.RESOLVE_CONFLICT),
         ("  × No solution found when resolving dependencies:\n  ╰─▶ Because numpy==1.24.3 has no wheels with a "

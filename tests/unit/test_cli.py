@@ -84,9 +84,14 @@ def test_no_engine_is_exit_3_and_results_untouched(config: Path, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
     results = tmp_path / "results"
+    (tmp_path / "registry").mkdir()
+    known = tmp_path / "registry" / "known-issues.yaml"
+    known.write_text("# hand-written\n- {issue: a_b, error: 'numpy.dtype size changed', cause: c, solution: s}\n")
+    before = known.read_bytes()
     assert main(["run", "--config", str(config), "--results", str(results), "--backend", "docker"]) == 3
     assert "no Docker Engine answered" in capsys.readouterr().err
     assert not results.exists()
+    assert known.read_bytes() == before and sorted(p.name for p in known.parent.iterdir()) == ["known-issues.yaml"]
 
 
 def test_reproduce_an_interpreter_only_cell_prints_the_venv_recipe(tmp_path: Path,

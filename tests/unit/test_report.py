@@ -91,3 +91,23 @@ def test_failures_name_their_issue_and_fix_and_new_ones_get_a_suggested_entry(tm
     new = md.split("## New failures (no registry entry matches)")[1]
     assert "b-numpy2.2.6-scipy1.11.4-together" in new and "Cannot install numpy==2.2.6" in new
     assert "numpy_scipy_incompatibility" not in new.split("## Legend")[0]
+
+
+def test_a_crash_mid_write_leaves_the_old_file_whole(tmp_path: Path, monkeypatch) -> None:
+    import os
+
+    from matrix.store import atomic_write
+
+    target = tmp_path / "matrix.csv"
+    atomic_write(target, "old table\n")
+
+    def disk_gone(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_gone)
+    try:
+        atomic_write(target, "new table, half written\n" * 1000)
+    except OSError:
+        pass
+    assert target.read_text() == "old table\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["matrix.csv"]  # no temporary file left
