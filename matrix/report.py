@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 from packaging.version import Version
 
+from matrix import exports
 from matrix.classify import Outcome
 from matrix.registry import Registry, group_unmatched, suggest_entry
 from matrix.store import Record, atomic_write
@@ -135,12 +136,17 @@ def write(records: list[Record], results_dir: Path, packages: tuple[str, ...] = 
     """The table and the records behind it (records.jsonl: what the registry and advisor read)."""
     names = packages_of(records, packages)
     df = table(records, packages, registry)
-    csv_path, md_path = results_dir / "matrix.csv", results_dir / "matrix.md"
-    records_path = results_dir / "records.jsonl"
-    atomic_write(records_path, "".join(json.dumps(r.serialize(), sort_keys=True) + "\n" for r in records))
-    atomic_write(csv_path, df.to_csv(index=False))
-    atomic_write(md_path, markdown(df, names, registry, records))
-    return [csv_path, md_path, records_path]
+    outputs = {
+        "records.jsonl": "".join(json.dumps(r.serialize(), sort_keys=True) + "\n" for r in records),
+        "matrix.csv": df.to_csv(index=False),
+        "matrix.md": markdown(df, names, registry, records),
+        "matrix.html": exports.html(df, names, pivot(df, names)),
+        "junit.xml": exports.junit(df),
+        "matrix.json": exports.as_json(df),
+    }
+    for name, text in outputs.items():
+        atomic_write(results_dir / name, text)
+    return [results_dir / name for name in outputs]
 
 
 def summary(records: list[Record]) -> str:

@@ -111,3 +111,33 @@ def test_a_crash_mid_write_leaves_the_old_file_whole(tmp_path: Path, monkeypatch
         pass
     assert target.read_text() == "old table\n"
     assert [p.name for p in tmp_path.iterdir()] == ["matrix.csv"]  # no temporary file left
+
+
+def test_html_junit_and_json_are_written_beside_the_table(tmp_path: Path) -> None:
+    import json
+    import xml.etree.ElementTree as ET
+
+    from matrix import registry
+
+    reg = registry.parse(REGISTRY, tmp_path / "known-issues.yaml")
+    infra = rec("3.0.0", "together", Outcome.INFRA_ERROR, "Read timed out")
+    report.write([*RECORDS, infra], tmp_path, ("numpy", "scipy"), reg)
+
+    suite = ET.parse(tmp_path / "junit.xml").getroot().find("testsuite")
+    assert suite is not None
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("6", "2", "1")
+    cases = {c.get("name"): c for c in suite.iter("testcase")}
+    failure = cases["b-numpy2.2.6-scipy1.11.4-layered"].find("failure")
+    assert failure is not None and failure.get("type") == "import-error"
+    assert "dtype size changed" in failure.get("message", "")
+    assert "[known issue: numpy_scipy_incompatibility]" in failure.get("message", "")
+    assert cases["b-numpy3.0.0-scipy1.11.4-together"].find("error") is not None
+    assert list(cases["b-numpy1.26.4-scipy1.11.4-together"]) == []
+
+    page = (tmp_path / "matrix.html").read_text()
+    assert "background-color: #f4a09c" in page  # the import-error cell, coloured
+    assert "known issue: numpy_scipy_incompatibility" in page  # on hover
+    assert "numpy 2.2.6, scipy 1.11.4" in page
+
+    cells = json.loads((tmp_path / "matrix.json").read_text())["cells"]
+    assert len(cells) == 6 and cells[4]["issue"] == "numpy_scipy_incompatibility"
