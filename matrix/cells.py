@@ -6,6 +6,7 @@ Pure planning: no engine, no installer. A cell's id is what users type to select
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import itertools
 from dataclasses import dataclass
 
@@ -88,3 +89,20 @@ def install_order(cell: Cell, spec: Spec) -> list[tuple[str, str]]:
     """The pins in the order layered mode installs them."""
     pins = cell.pin_dict
     return [(name, pins[name]) for name in spec.layered_order if name in pins]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """"K/N" → (K, N) with 1 <= K <= N; ValueError otherwise."""
+    k, sep, n = text.partition("/")
+    if not sep or not k.isdigit() or not n.isdigit() or not 1 <= int(k) <= int(n):
+        raise ValueError(f"{text!r} is not K/N with 1 <= K <= N")
+    return int(k), int(n)
+
+
+def shard(cells_: tuple[Cell, ...], k: int, n: int) -> tuple[Cell, ...]:
+    """The cells of shard k of n. A cell's shard depends on its id alone, so adding cells to the
+    matrix never moves the others (their cached results stay where they were)."""
+    def which(cell: Cell) -> int:
+        return int(hashlib.sha256(cell.id.encode()).hexdigest(), 16) % n + 1
+
+    return tuple(c for c in cells_ if which(c) == k)

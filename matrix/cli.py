@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--select", action="append", metavar="GLOB",
                      help="only cells whose id matches (repeatable), e.g. 'bookworm-py311-*'")
     run.add_argument("--keep", action="store_true", help="keep each cell's image (or venv) for inspection")
+    run.add_argument("--shard", metavar="K/N", help="run only shard K of N (stable by cell id); "
+                     "`compat-matrix merge` joins the shards' results")
     run.add_argument("--registry", type=Path, metavar="FILE",
                      help="the known-issue registry (default: registry/known-issues.yaml beside the matrix "
                           "file, when there is one); its known-good pins are refreshed after the run")
@@ -69,6 +71,17 @@ def _parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="print the cells, one id per line; nothing is built")
     config_arg(ls)
     ls.add_argument("--select", action="append", metavar="GLOB")
+    ls.add_argument("--shard", metavar="K/N", help="only the cells of shard K of N")
+
+    mg = sub.add_parser("merge", help="join the results of shard runs into one table")
+    config_arg(mg)
+    mg.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="results directories of the shards")
+    mg.add_argument("--results", default="results", type=Path, help="where the joined table goes")
+    mg.add_argument("--registry", type=Path, metavar="FILE", help="as for run")
+
+    sh = sub.add_parser("shards", help="print a CI matrix of N shards")
+    sh.add_argument("--github", type=int, metavar="N", required=True,
+                    help="N shards as GitHub Actions matrix JSON: {\"shard\": [\"1/N\", ...]}")
 
     rep = sub.add_parser("reproduce", help="print the Dockerfile and commands that rebuild one cell")
     config_arg(rep)
@@ -83,7 +96,15 @@ def _selected(args: argparse.Namespace) -> tuple[spec.Spec, cells.Plan, tuple[ce
     s = spec.load(args.config)
     plan = cells.plan(s)
     chosen = cells.select(plan.cells, args.select)
-    if not chosen:
+    if getattr(args, "shard", None):
+        try:
+            k, n = cells.parse_shard(args.shard)
+        except ValueError as e:
+            raise ConfigError(str(args.config), "--shard", str(e), "e.g. --shard 2/4") from None
+        chosen = cells.shard(chosen, k, n)
+        if not chosen:  # a small matrix over many shards: this shard has nothing to do
+            print(f"shard {args.shard} holds no cell of this matrix", file=sys.stderr)
+    if not chosen and not getattr(args, "shard", None):
         hint = f" (e.g. {plan.cells[0].id})" if plan.cells else ""
         raise ConfigError(str(args.config), "--select", f"{args.select} matches no cell",
                           f"run `compat-matrix list --config {args.config}` for the ids{hint}")
@@ -185,8 +206,46 @@ def _verdicts_to_keep(results: Path, cells_: tuple[cells.Cell, ...]) -> dict[str
     return {r.cell: r for r in previous if r.cell in wanted and r.outcome is not Outcome.INFRA_ERROR}
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    """One table from shard runs, in the matrix's cell order, as an unsharded run writes it."""
+    s = spec.load(args.config)
+    known = _registry(args)
+    order = {c.id: i for i, c in enumerate(cells.plan(s).cells)}
+    merged: dict[str, Record] = {}
+    for d in args.dirs:
+        path = d / "records.jsonl"
+        if not path.is_file():
+            raise ConfigError(str(path), "DIR", "no records here", "pass the --results directories of the shard runs")
+        for r in load_records(path):
+            if r.cell in merged:
+                raise ConfigError(str(path), r.cell, "this cell is in two of the directories",
+                                  "merge the results of distinct shards of one matrix")
+            merged[r.cell] = r
+    records = sorted(merged.values(), key=lambda r: order.get(r.cell, len(order)))
+    with_lock = locks.hold_results(args.results)
+    try:
+        paths = report.write(records, args.results, s.package_names, known)
+        if known is not None:
+            paths.append(knowngood.write(records, known, packages=s.package_names))
+    finally:
+        with_lock.release(remove=False)
+    print(f"merged {len(records)} cells from {len(args.dirs)} directories: {report.summary(records)}")
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return EXIT_OK
+
+
+def cmd_shards(args: argparse.Namespace) -> int:
+    if args.github < 1:
+        raise ConfigError("--github", "N", f"{args.github} shards", "give at least 1")
+    print(json.dumps({"shard": [f"{k}/{args.github}" for k in range(1, args.github + 1)]}))
+    return EXIT_OK
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     s, plan, chosen = _selected(args)
+    if not chosen:  # an empty shard: an empty table, so a CI fan-out needs no special case
+        report.write([], args.results, s.package_names)
+        return EXIT_OK
     known = _registry(args)
     issue_probes = tuple((i.name, i.probe) for i in known.issues if i.probe) if known else ()
     run_id = sweep.new_run_id()
@@ -252,7 +311,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "run": cmd_run, "list": cmd_list, "reproduce": cmd_reproduce}
+    "run": cmd_run, "list": cmd_list, "reproduce": cmd_reproduce, "merge": cmd_merge, "shards": cmd_shards}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-import docker
 import pytest
 
 from matrix.engine import RUN_LABEL, DockerEngine
@@ -52,10 +51,10 @@ def nothing_left_behind() -> Iterator[None]:
     """After the whole run, no container or image carrying the run label may remain."""
     yield
     try:
-        client = docker.from_env()
-        client.ping()
-    except Exception:  # noqa: BLE001 - no engine, nothing could have been left
-        return
+        engine = DockerEngine()
+    except EngineUnavailable:
+        return  # no engine, nothing could have been left
+    client = engine.client
     try:
         containers = client.containers.list(all=True, filters={"label": RUN_LABEL})
         images = client.images.list(all=True, filters={"label": RUN_LABEL})

@@ -98,3 +98,25 @@ def test_resume_runs_only_the_cells_without_a_verdict(tmp_path: Path) -> None:
         rows = list(csv.DictReader(f))
     assert [(r["cell"], r["outcome"]) for r in rows] == [
         ("py311-numpy1.26.4-together", "pass"), ("py311-numpy2.2.6-together", "pass")]
+
+
+def test_shards_merged_equal_an_unsharded_run(tmp_path: Path) -> None:
+    (tmp_path / "matrix.yaml").write_text(
+        "bases: {py311: {python: '3.11'}}\npackages: {numpy: ['1.26.4', '2.2.6'], scipy: ['1.11.4']}\n"
+        "modes: [together, layered]\nlayered_order: [scipy, numpy]\n")
+    cfg = ("--config", str(tmp_path / "matrix.yaml"), "--backend", "venv")
+    assert run(*cfg, "--results", str(tmp_path / "whole")).returncode == 0
+    for k in (1, 2):
+        proc = run(*cfg, "--results", str(tmp_path / f"s{k}"), "--shard", f"{k}/2")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    merged = subprocess.run([sys.executable, "-m", "matrix", "merge", "--config", str(tmp_path / "matrix.yaml"),
+                             str(tmp_path / "s1"), str(tmp_path / "s2"), "--results", str(tmp_path / "merged")],
+                            capture_output=True, text=True, timeout=120)
+    assert merged.returncode == 0, merged.stderr
+
+    def table(d: str) -> list[dict[str, str]]:
+        with open(tmp_path / d / "matrix.csv", newline="") as f:
+            return [{k: v for k, v in r.items() if k != "duration_s"} for r in csv.DictReader(f)]
+
+    assert table("merged") == table("whole")
+    assert len(table("whole")) == 4

@@ -111,3 +111,19 @@ def test_credentials_are_redacted() -> None:
     text = "pip install --index-url https://alice:s3cret@pypi.corp/simple numpy --extra-index-url http://tok@x/y"
     assert install.redact(text) == (
         "pip install --index-url https://***@pypi.corp/simple numpy --extra-index-url http://***@x/y")
+
+
+def test_shards_partition_the_cells_and_stay_put_when_cells_are_added(make_spec) -> None:
+    import pytest
+
+    plan = cells.plan(make_spec(MATRIX))
+    parts = [cells.shard(plan.cells, k, 3) for k in (1, 2, 3)]
+    assert sorted(c.id for p in parts for c in p) == sorted(c.id for c in plan.cells)
+    assert all(parts), "each of 3 shards of 13 cells should hold some"
+    bigger = plan.cells + (cells.Cell("bookworm-py311", "together", (("numpy", "9.9.9"), ("scipy", "9.9.9"))),)
+    for k in (1, 2, 3):
+        assert set(cells.shard(plan.cells, k, 3)) <= set(cells.shard(bigger, k, 3))
+    assert cells.parse_shard("2/4") == (2, 4)
+    for bad in ("0/4", "5/4", "2", "a/b", "2/0"):
+        with pytest.raises(ValueError):
+            cells.parse_shard(bad)

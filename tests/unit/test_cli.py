@@ -105,3 +105,15 @@ def test_reproduce_an_interpreter_only_cell_prints_the_venv_recipe(tmp_path: Pat
     assert out[2].endswith("--only-binary=:all: scipy==1.11.4")
     assert out[3].endswith("--only-binary=:all: --no-deps numpy==2.2.6")
     assert "_driver.py" in out[4]
+
+
+def test_shards_prints_a_github_matrix(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    assert main(["shards", "--github", "3"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"shard": ["1/3", "2/3", "3/3"]}
+
+
+def test_a_bad_shard_is_bad_input(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list", "--config", str(config), "--shard", "3/2"]) == 2
+    assert "--shard" in capsys.readouterr().err
