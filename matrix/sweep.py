@@ -78,6 +78,14 @@ def _run_once(backend: Backend, cell: Cell, log_dir: Path, run_id: str) -> Recor
                       error=redact(f"{type(e).__name__}: {e}"))
 
 
+def _eta(started: float, done: int, total: int) -> str:
+    """' (about 4m10s left)' from the pace so far; nothing before the first cell finished."""
+    if not done:
+        return ""
+    left = (time.monotonic() - started) / done * (total - done)
+    return f" (about {int(left // 60)}m{int(left % 60):02d}s left)"
+
+
 def sweep(
     cells: tuple[Cell, ...],
     backend: Backend,
@@ -97,9 +105,10 @@ def sweep(
     width = len(str(len(cells)))
     pad = " " * (2 * width + 3)
     persistent: set[str] = set()
+    started = time.monotonic()
     try:
         for i, cell in enumerate(cells, 1):
-            echo(f"[{i:>{width}}/{len(cells)}] {cell.id} ...")
+            echo(f"[{i:>{width}}/{len(cells)}] {cell.id} ...{_eta(started, i - 1, len(cells))}")
             record = _run_once(backend, cell, results_dir / "logs" / cell.id, run_id)
             for wait in retry_waits:
                 if (record.outcome is not Outcome.INFRA_ERROR or record.error in persistent

@@ -75,3 +75,12 @@ def test_an_exception_in_one_cell_is_that_cells_infra_error(tmp_path: Path) -> N
     result = sweep(CELLS, backend, tmp_path, "r1", echo=lambda _: None, sleep=lambda _: None)
     assert [r.outcome for r in result.records] == [Outcome.PASS, Outcome.INFRA_ERROR, Outcome.PASS]
     assert result.records[1].error == "RuntimeError: bug"
+
+
+def test_progress_shows_done_total_current_cell_and_eta(tmp_path: Path) -> None:
+    lines: list[str] = []
+    backend = ScriptedBackend([(Outcome.PASS, "")] * 3)
+    sweep(CELLS, backend, tmp_path, "r1", echo=lines.append, sleep=lambda _: None)
+    starts = [ln for ln in lines if ln.startswith("[")]
+    assert starts[0] == f"[1/3] {CELLS[0].id} ..."
+    assert starts[2].startswith(f"[3/3] {CELLS[2].id} ... (about ") and starts[2].endswith("s left)")
