@@ -19,6 +19,7 @@ from matrix import (
     __version__,
     cells,
     dockerfile,
+    history,
     install,
     knowngood,
     locks,
@@ -30,7 +31,7 @@ from matrix import (
     sweep,
 )
 from matrix.classify import Outcome
-from matrix.errors import EXIT_INFRA, EXIT_OK, CompatMatrixError, ConfigError, EngineUnavailable
+from matrix.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, CompatMatrixError, ConfigError, EngineUnavailable
 from matrix.install import redact
 from matrix.registry import Registry
 from matrix.store import Record, load_records
@@ -78,6 +79,11 @@ def _parser() -> argparse.ArgumentParser:
     mg.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="results directories of the shards")
     mg.add_argument("--results", default="results", type=Path, help="where the joined table goes")
     mg.add_argument("--registry", type=Path, metavar="FILE", help="as for run")
+
+    df = sub.add_parser("diff", help="what changed between two runs (exit 1 on a regression)")
+    df.add_argument("a", metavar="RUN_A", help="a run id (results/runs/<id>.jsonl) or a records file")
+    df.add_argument("b", metavar="RUN_B")
+    df.add_argument("--results", default="results", type=Path)
 
     sh = sub.add_parser("shards", help="print a CI matrix of N shards")
     sh.add_argument("--github", type=int, metavar="N", required=True,
@@ -206,6 +212,13 @@ def _verdicts_to_keep(results: Path, cells_: tuple[cells.Cell, ...]) -> dict[str
     return {r.cell: r for r in previous if r.cell in wanted and r.outcome is not Outcome.INFRA_ERROR}
 
 
+def cmd_diff(args: argparse.Namespace) -> int:
+    """Exit 1 when the second run regressed against the first (a cell that worked now fails)."""
+    d = history.diff(history.load_run(args.a, args.results), history.load_run(args.b, args.results))
+    print(history.format_diff(d), end="")
+    return EXIT_FAILED if d.regressions else EXIT_OK
+
+
 def cmd_merge(args: argparse.Namespace) -> int:
     """One table from shard runs, in the matrix's cell order, as an unsharded run writes it."""
     s = spec.load(args.config)
@@ -241,6 +254,14 @@ def cmd_shards(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _previous_table(results: Path) -> list[Record] | None:
+    """The records of the table this run replaces, for "changed since the last run"."""
+    try:
+        return load_records(results / "records.jsonl")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # none, or unreadable: this run's table stands without a comparison
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     s, plan, chosen = _selected(args)
     if not chosen:  # an empty shard: an empty table, so a CI fan-out needs no special case
@@ -265,6 +286,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise ConfigError(str(args.config), "bases", f"none of the {len(chosen)} selected cells can run on "
                               f"the {backend.name} backend", "see the skipped lines above")
         results_lock = locks.hold_results(results)
+        previous = _previous_table(results)
     except BaseException:
         backend.close(interrupted=False)
         raise
@@ -283,7 +305,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         outcome.records[:0] = list(kept.values())
         outcome.records.sort(key=lambda r: order.get(r.cell, len(order)))
         outcome.total += len(kept)
-        paths = report.write(outcome.records, results, s.package_names, known)
+        changes = history.diff(previous, outcome.records) if previous is not None else None
+        paths = report.write(outcome.records, results, s.package_names, known,
+                             history.format_diff(changes, markdown=True) if changes else None)
         if known is not None and outcome.interrupted is None:
             paths.append(knowngood.write(outcome.records, known, packages=s.package_names))
     finally:
@@ -294,6 +318,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_lock.release()
         results_lock.release(remove=False)
     print(f"{len(outcome.records)}/{outcome.total} cells: {report.summary(outcome.records)}")
+    if changes is not None and changes.regressions:
+        print(f"{len(changes.regressions)} regression(s) since the last run:")
+        print(history.format_diff(history.Diff(regressions=changes.regressions)), end="")
     print("wrote " + ", ".join(str(p) for p in paths) + f", logs in {results / 'logs'}")
     if outcome.interrupted is not None:
         _err(f"interrupted after {len(outcome.records)} of {outcome.total} cells; the table holds those. "
@@ -311,7 +338,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "run": cmd_run, "list": cmd_list, "reproduce": cmd_reproduce, "merge": cmd_merge, "shards": cmd_shards}
+    "run": cmd_run, "list": cmd_list, "reproduce": cmd_reproduce, "merge": cmd_merge, "shards": cmd_shards,
+    "diff": cmd_diff}
 
 
 def main(argv: list[str] | None = None) -> int:

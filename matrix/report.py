@@ -89,7 +89,8 @@ def pivot(df: pd.DataFrame, names: list[str]) -> pd.DataFrame:
 
 
 def markdown(df: pd.DataFrame, names: list[str], registry: Registry | None = None,
-             records: list[Record] | None = None, title: str = "Compatibility matrix") -> str:
+             records: list[Record] | None = None, changes: str | None = None,
+             title: str = "Compatibility matrix") -> str:
     out = [f"# {title}", ""]
     counts = Counter(df["outcome"]) if not df.empty else Counter()
     out.append(", ".join(f"{SYMBOLS[o]} {o.value}: {counts[o.value]}" for o in Outcome if counts[o.value])
@@ -99,6 +100,8 @@ def markdown(df: pd.DataFrame, names: list[str], registry: Registry | None = Non
     if not grid.empty:
         out.append(grid.to_markdown(tablefmt="github"))
         out.append("")
+    if changes is not None:
+        out += ["## Changed since the last run", "", changes.rstrip(), ""]
     failing = df[~df["outcome"].isin([Outcome.PASS.value])] if not df.empty else df
     if not failing.empty:
         out += ["## Cells that did not pass", ""]
@@ -132,14 +135,14 @@ def _one_line(text: str, limit: int) -> str:
 
 
 def write(records: list[Record], results_dir: Path, packages: tuple[str, ...] = (),
-          registry: Registry | None = None) -> list[Path]:
+          registry: Registry | None = None, changes: str | None = None) -> list[Path]:
     """The table and the records behind it (records.jsonl: what the registry and advisor read)."""
     names = packages_of(records, packages)
     df = table(records, packages, registry)
     outputs = {
         "records.jsonl": "".join(json.dumps(r.serialize(), sort_keys=True) + "\n" for r in records),
         "matrix.csv": df.to_csv(index=False),
-        "matrix.md": markdown(df, names, registry, records),
+        "matrix.md": markdown(df, names, registry, records, changes),
         "matrix.html": exports.html(df, names, pivot(df, names)),
         "junit.xml": exports.junit(df),
         "matrix.json": exports.as_json(df),

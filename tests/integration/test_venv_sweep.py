@@ -120,3 +120,22 @@ def test_shards_merged_equal_an_unsharded_run(tmp_path: Path) -> None:
 
     assert table("merged") == table("whole")
     assert len(table("whole")) == 4
+
+
+def test_a_base_that_moves_under_a_passing_cell_is_a_regression(tmp_path: Path) -> None:
+    config = tmp_path / "matrix.yaml"
+    common = ("--config", str(config), "--results", str(tmp_path / "r"), "--backend", "venv")
+    config.write_text("bases: {py: {python: '3.11'}}\npackages: {numpy: ['1.26.4']}\n")
+    first = run(*common)
+    assert first.returncode == 0 and "1 pass" in first.stdout, first.stdout + first.stderr
+    # the same cell id, a base whose Python moved on: numpy 1.26.4 has no cp313 wheel
+    config.write_text("bases: {py: {python: '3.13'}}\npackages: {numpy: ['1.26.4']}\n")
+    second = run(*common)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "1 regression(s) since the last run:" in second.stdout
+    md = (tmp_path / "r" / "matrix.md").read_text()
+    assert "## Changed since the last run" in md and "pass → no-wheel" in md
+    ids = [p.stdout.split()[2].rstrip(":") for p in (first, second)]
+    back = subprocess.run([sys.executable, "-m", "matrix", "diff", *ids, "--results", str(tmp_path / "r")],
+                          capture_output=True, text=True, timeout=60)
+    assert back.returncode == 1 and "regressions (1)" in back.stdout
