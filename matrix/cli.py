@@ -8,6 +8,7 @@ exit code from errors.py.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import difflib
 import json
 import shlex
@@ -50,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     def config_arg(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--config", default="matrix.yaml", type=Path,
                         help="the matrix file (default: matrix.yaml)")
+        sp.add_argument("--as-of", type=_date, metavar="YYYY-MM-DD",
+                        help="axes given as specifiers ignore releases uploaded after this day")
 
     run = sub.add_parser("run", help="build, probe and classify every selected cell")
     config_arg(run)
@@ -98,8 +101,20 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _load_spec(args: argparse.Namespace) -> spec.Spec:
+    """The matrix file, its specifier axes filled from the index (as of --as-of, if given)."""
+    return spec.expand(spec.load(args.config), getattr(args, "as_of", None))
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
 def _selected(args: argparse.Namespace) -> tuple[spec.Spec, cells.Plan, tuple[cells.Cell, ...]]:
-    s = spec.load(args.config)
+    s = _load_spec(args)
     plan = cells.plan(s)
     chosen = cells.select(plan.cells, args.select)
     if getattr(args, "shard", None):
@@ -127,7 +142,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    s = spec.load(args.config)
+    s = _load_spec(args)
     plan = cells.plan(s)
     found = {c.id: c for c in plan.cells} | {e.cell.id: e.cell for e in plan.excluded}
     cell = found.get(args.cell)
@@ -221,7 +236,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 def cmd_merge(args: argparse.Namespace) -> int:
     """One table from shard runs, in the matrix's cell order, as an unsharded run writes it."""
-    s = spec.load(args.config)
+    s = _load_spec(args)
     known = _registry(args)
     order = {c.id: i for i, c in enumerate(cells.plan(s).cells)}
     merged: dict[str, Record] = {}

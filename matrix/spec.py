@@ -6,6 +6,8 @@ through here first, so the rest of the code can trust a `Spec`.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import difflib
 import os
 import re
@@ -13,10 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from matrix import index
 from matrix.errors import ConfigError
+from matrix.index import PICKS, Query
 from matrix.inputs import load_yaml, read_text
 
 MODES = ("together", "layered")
@@ -40,6 +45,7 @@ TOP_KEYS = ("bases", "packages", "modes", "layered_order", "exclude", "include",
 BASE_KEYS = ("image", "setup", "python")
 INSTALL_KEYS = ("only_binary", "index_url", "extra_index_urls", "find_links", "ca_bundle")
 LIMIT_KEYS = ("timeout_s", "memory")
+QUERY_KEYS = ("spec", "pick", "latest", "pre")
 
 
 _PY_VERSION = re.compile(r"^[0-9]+\.[0-9]+$")
@@ -106,6 +112,9 @@ class Spec:
     include: tuple[CellFilter, ...] = ()
     install: InstallOptions = field(default_factory=InstallOptions)
     limits: Limits = field(default_factory=Limits)
+    # Axes given as specifiers, expanded from the index by expand(); their `packages` entry is
+    # empty until then.
+    queries: tuple[tuple[str, Query], ...] = ()
 
     @property
     def package_names(self) -> tuple[str, ...]:
@@ -137,6 +146,7 @@ class _Validator:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.file = str(path)
+        self.queries: list[tuple[str, Query]] = []
 
     def fail(self, key: str, problem: str, fix: str = "") -> ConfigError:
         return ConfigError(self.file, key, problem, fix)
@@ -187,6 +197,7 @@ class _Validator:
             include=include,
             install=self.install(top.get("install", {})),
             limits=self.limits(top.get("limits", {})),
+            queries=tuple(self.queries),
         )
 
     def bases(self, value: Any) -> tuple[Base, ...]:
@@ -222,6 +233,26 @@ class _Validator:
             out.append(Base(name=name, image=image, python=python, setup=setup))
         return tuple(out)
 
+    def query(self, value: dict[str, Any], key: str) -> Query:
+        body = self.mapping(value, key, QUERY_KEYS)
+        if "spec" not in body or not isinstance(body["spec"], str):
+            raise self.fail(f"{key}.spec", "missing", 'give a version specifier, e.g. spec: ">=1.24,<3"')
+        try:
+            SpecifierSet(body["spec"])
+        except InvalidSpecifier:
+            raise self.fail(f"{key}.spec", f"{body['spec']!r} is not a version specifier (PEP 440)",
+                            'e.g. ">=1.24,<3"') from None
+        pick = body.get("pick", "all")
+        if pick not in PICKS:
+            raise self.fail(f"{key}.pick", f"unknown pick {pick!r}", _did_you_mean(str(pick), PICKS))
+        latest = body.get("latest")
+        if latest is not None and (isinstance(latest, bool) or not isinstance(latest, int) or latest < 1):
+            raise self.fail(f"{key}.latest", f"expected a positive whole number, got {latest!r}", "e.g. latest: 3")
+        pre = body.get("pre", False)
+        if not isinstance(pre, bool):
+            raise self.fail(f"{key}.pre", f"expected true or false, got {_kind(pre)}")
+        return Query(body["spec"], pick, latest, pre)
+
     def packages(self, value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
         packages = self.mapping(value, "packages", None)
         if not packages:
@@ -237,9 +268,13 @@ class _Validator:
             if canon in seen:
                 raise self.fail(key, f"same package as {seen[canon]!r}", "keep one of the two")
             seen[canon] = name
+            if isinstance(versions, dict):
+                self.queries.append((name, self.query(versions, key)))
+                out.append((name, ()))
+                continue
             if not isinstance(versions, list):
-                raise self.fail(key, f"expected a list of versions, got {_kind(versions)}",
-                                f'write {name}: ["1.0.0"]')
+                raise self.fail(key, f"expected a list of versions or a {{spec: ...}} mapping, got {_kind(versions)}",
+                                f'write {name}: ["1.0.0"] or {name}: {{spec: ">=1.0", pick: latest-patch-per-minor}}')
             if not versions:
                 raise self.fail(key, "is empty", "give at least one version")
             pins = []
@@ -322,7 +357,7 @@ class _Validator:
             for n in names:
                 if n in entry:
                     pin = self.version(entry[n], f"{k}.{n}")
-                    if key == "exclude" and pin not in axis[n]:
+                    if key == "exclude" and axis[n] and pin not in axis[n]:
                         raise self.fail(f"{k}.{n}", f"{pin} is not among the versions of {n}, so this "
                                         "exclude matches nothing", f"use one of {list(axis[n])}")
                     pins.append((n, pin))
@@ -421,3 +456,22 @@ def _kind(value: Any) -> str:
         return "nothing"
     return {dict: "a mapping", list: "a list", str: "a string", bool: "true/false",
             int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def expand(spec: Spec, as_of: dt.date | None = None) -> Spec:
+    """Fill the axes given as specifiers from the package index (cached); others stay as written."""
+    if not spec.queries:
+        return spec
+    queries = dict(spec.queries)
+    packages = []
+    for name, versions in spec.packages:
+        if name in queries:
+            q = queries[name]
+            versions = index.pick(index.fetch(name, spec.install.index_url, spec.install.ca_bundle), q, as_of)
+            if not versions:
+                when = f" as of {as_of}" if as_of else ""
+                raise ConfigError(str(spec.path), f"packages.{name}.spec",
+                                  f"{q.spec!r} picks no release of {name} on the index{when}",
+                                  "widen the specifier (yanked releases never count)")
+        packages.append((name, versions))
+    return dataclasses.replace(spec, packages=tuple(packages))

@@ -139,3 +139,14 @@ def test_a_base_that_moves_under_a_passing_cell_is_a_regression(tmp_path: Path) 
     back = subprocess.run([sys.executable, "-m", "matrix", "diff", *ids, "--results", str(tmp_path / "r")],
                           capture_output=True, text=True, timeout=60)
     assert back.returncode == 1 and "regressions (1)" in back.stdout
+
+
+def test_specifier_axes_expand_from_the_real_index_as_of_a_date(tmp_path: Path) -> None:
+    (tmp_path / "m.yaml").write_text(
+        "bases: {py311: {python: '3.11'}}\n"
+        "packages: {numpy: {spec: '>=1.24,<3', pick: latest-patch-per-minor}}\n")
+    proc = subprocess.run([sys.executable, "-m", "matrix", "list", "--config", str(tmp_path / "m.yaml"),
+                           "--as-of", "2025-01-01"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [f"py311-numpy{v}-together"
+                                   for v in ("1.24.4", "1.25.2", "1.26.4", "2.0.2", "2.1.3", "2.2.1")]
