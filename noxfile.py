@@ -25,6 +25,14 @@ def matrix(session: nox.Session) -> None:
 
 
 @nox.session
+def sweep(session: nox.Session) -> None:
+    """Scheduled sweep: specifier axes from the index, only cells without a verdict, diff against the
+    last table. Exit 0 nothing regressed, 1 a regression, 2 bad input, 3 infra errors left no verdict."""
+    install_project(session)
+    session.run("compat-matrix", "run", "--resume", "--fail-on-regression", *session.posargs)
+
+
+@nox.session
 def pins(session: nox.Session) -> None:
     """Before a bump: tested partners of a pin, newest first (e.g. -- numpy==2.0.2 --base py311)."""
     install_project(session)

@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--select", action="append", metavar="GLOB",
                      help="only cells whose id matches (repeatable), e.g. 'bookworm-py311-*'")
     run.add_argument("--keep", action="store_true", help="keep each cell's image (or venv) for inspection")
+    run.add_argument("--fail-on-regression", action="store_true",
+                     help="exit 1 when a cell that worked in the table this run replaces now fails (for "
+                          "scheduled sweeps)")
     run.add_argument("--shard", metavar="K/N", help="run only shard K of N (stable by cell id); "
                      "`compat-matrix merge` joins the shards' results")
     run.add_argument("--registry", type=Path, metavar="FILE",
@@ -82,9 +85,11 @@ def _parser() -> argparse.ArgumentParser:
     mg.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="results directories of the shards")
     mg.add_argument("--results", default="results", type=Path, help="where the joined table goes")
     mg.add_argument("--registry", type=Path, metavar="FILE", help="as for run")
+    mg.add_argument("--fail-on-regression", action="store_true",
+                    help="exit 1 when a cell that worked in the table being replaced now fails")
 
     df = sub.add_parser("diff", help="what changed between two runs (exit 1 on a regression)")
-    df.add_argument("a", metavar="RUN_A", help="a run id (results/runs/<id>.jsonl) or a records file")
+    df.add_argument("a", metavar="RUN_A", help="a run id (results/history/<id>.jsonl) or a records file")
     df.add_argument("b", metavar="RUN_B")
     df.add_argument("--results", default="results", type=Path)
 
@@ -252,13 +257,21 @@ def cmd_merge(args: argparse.Namespace) -> int:
     records = sorted(merged.values(), key=lambda r: order.get(r.cell, len(order)))
     with_lock = locks.hold_results(args.results)
     try:
-        paths = report.write(records, args.results, s.package_names, known)
+        previous = _previous_table(args.results)
+        changes = history.diff(previous, records) if previous is not None else None
+        paths = report.write(records, args.results, s.package_names, known,
+                             history.format_diff(changes, markdown=True) if changes else None)
         if known is not None:
             paths.append(knowngood.write(records, known, packages=s.package_names))
     finally:
         with_lock.release(remove=False)
     print(f"merged {len(records)} cells from {len(args.dirs)} directories: {report.summary(records)}")
     print("wrote " + ", ".join(str(p) for p in paths))
+    if changes is not None and changes.regressions:
+        print(f"{len(changes.regressions)} regression(s) since the last table:")
+        print(history.format_diff(history.Diff(regressions=changes.regressions)), end="")
+        if args.fail_on_regression:
+            return EXIT_FAILED
     return EXIT_OK
 
 
@@ -323,6 +336,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         changes = history.diff(previous, outcome.records) if previous is not None else None
         paths = report.write(outcome.records, results, s.package_names, known,
                              history.format_diff(changes, markdown=True) if changes else None)
+        if outcome.interrupted is None:
+            paths.append(history.keep(outcome.records, results, run_id))
         if known is not None and outcome.interrupted is None:
             paths.append(knowngood.write(outcome.records, known, packages=s.package_names))
     finally:
@@ -344,6 +359,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if outcome.stopped:
         _err(f"{outcome.stopped}; mend that, then `--resume` runs the rest")
         return EXIT_INFRA
+    if args.fail_on_regression and changes is not None and changes.regressions:
+        return EXIT_FAILED
     infra = [r for r in outcome.records if r.outcome is Outcome.INFRA_ERROR]
     if infra:
         _err(f"{len(infra)} cell(s) ended in infra-error (no verdict); see their logs, then `--resume` "

@@ -93,7 +93,8 @@ class DockerBackend:
     def run_cell(self, cell: Cell, log_dir: Path) -> Record:
         started = time.monotonic()
         record = Record(cell=cell.id, base=cell.base, mode=cell.mode, pins=cell.pin_dict,
-                        outcome=Outcome.INFRA_ERROR, backend=self.name, run_id=self.run_id)
+                        outcome=Outcome.INFRA_ERROR, backend=self.name, run_id=self.run_id,
+                        engine=self.engine.description)
         try:
             verdict = self._run(cell, log_dir, record)
         except EngineFault as e:

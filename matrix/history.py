@@ -7,12 +7,13 @@ make or break a regression; they are listed apart.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from matrix.classify import Outcome
 from matrix.errors import ConfigError
-from matrix.store import Record, load_records
+from matrix.store import Record, atomic_write, load_records
 
 _WORKS = (Outcome.PASS, Outcome.WARN)
 
@@ -76,9 +77,17 @@ def format_diff(d: Diff, markdown: bool = False) -> str:
     return "\n".join(out) + "\n" if out else "no change\n"
 
 
+def keep(records: list[Record], results: Path, run_id: str) -> Path:
+    """The whole table of a finished run, kept as results/history/<run id>.jsonl: what diff and
+    the next sweep compare against (runs/<id>.jsonl holds only the cells that run ran)."""
+    path = results / "history" / f"{run_id}.jsonl"
+    atomic_write(path, "".join(json.dumps(r.serialize(), sort_keys=True) + "\n" for r in records))
+    return path
+
+
 def load_run(ref: str, results: Path) -> list[Record]:
-    """A run's records: a run id (results/runs/<id>.jsonl) or a path to a records file."""
-    candidates = [Path(ref), results / "runs" / f"{ref}.jsonl"]
+    """A run's records: a run id (results/history/ or results/runs/<id>.jsonl) or a records file."""
+    candidates = [Path(ref), results / "history" / f"{ref}.jsonl", results / "runs" / f"{ref}.jsonl"]
     path = next((p for p in candidates if p.is_file()), None)
     if path is None:
         raise ConfigError(ref, "RUN", "no such run",

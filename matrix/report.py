@@ -58,10 +58,11 @@ def table(records: list[Record], packages: tuple[str, ...] = (), registry: Regis
         row.update({"outcome": r.outcome.value, "error": r.error,
                     "issue": hits[r.cell].name if r.cell in hits else ""})
         row.update({f"installed_{p}": r.installed.get(p) or "" for p in names})
-        row.update({"duration_s": r.duration_s, "backend": r.backend, "python": r.python or ""})
+        row.update({"duration_s": r.duration_s, "backend": r.backend, "python": r.python or "",
+                    "engine": r.engine})
         rows.append(row)
     columns = ["cell", "base", "mode", *names, "outcome", "error", "issue",
-               *(f"installed_{p}" for p in names), "duration_s", "backend", "python"]
+               *(f"installed_{p}" for p in names), "duration_s", "backend", "python", "engine"]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -28,6 +28,8 @@ class Record:
     backend: str = "docker"
     python: str | None = None
     run_id: str = ""
+    # Where it ran: the engine (a remote DOCKER_HOST shows here) or the host interpreter.
+    engine: str = ""
 
     def serialize(self) -> dict[str, Any]:
         out = asdict(self)

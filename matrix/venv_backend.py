@@ -11,6 +11,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -95,6 +96,7 @@ class VenvBackend:
         found = interpreters.find(base.python or "")
         if found is None:
             return Verdict(Outcome.INFRA_ERROR, self.skip_reason(base) or "no interpreter")
+        record.engine = f"{socket.gethostname()}: {found.path}"
         venv = work / "venv"
         python = str(venv / "bin" / "python")
         commands = [[self.uv, "venv", "--quiet", "--python", found.path, str(venv)]]
