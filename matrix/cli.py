@@ -218,8 +218,10 @@ def _backend(choice: str, s: spec.Spec, run_id: str, keep: bool,
     return venv(), "venv backend (--backend venv)"
 
 
-def _verdicts_to_keep(results: Path, cells_: tuple[cells.Cell, ...]) -> dict[str, Record]:
-    """For --resume: the last table's verdicts on these cells (an infra-error is no verdict)."""
+def _verdicts_to_keep(results: Path, cells_: tuple[cells.Cell, ...],
+                      base_ids: dict[str, str]) -> dict[str, Record]:
+    """For --resume: the last table's verdicts on these cells (an infra-error is no verdict),
+    while their base is still what it was (a moved base image or interpreter runs them again)."""
     path = results / "records.jsonl"
     if not path.is_file():
         return {}
@@ -229,7 +231,8 @@ def _verdicts_to_keep(results: Path, cells_: tuple[cells.Cell, ...]) -> dict[str
         raise ConfigError(str(path), "--resume", f"the records cannot be read ({e})",
                           "run without --resume to start afresh") from None
     wanted = {c.id for c in cells_}
-    return {r.cell: r for r in previous if r.cell in wanted and r.outcome is not Outcome.INFRA_ERROR}
+    return {r.cell: r for r in previous if r.cell in wanted and r.outcome is not Outcome.INFRA_ERROR
+            and r.base_id == base_ids.get(r.base, "")}
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
@@ -308,7 +311,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     skipped_cells = [c for c in chosen if skipped[c.base]]
     results: Path = args.results
     try:
-        kept = _verdicts_to_keep(results, runnable) if args.resume else {}
+        kept = _verdicts_to_keep(results, runnable, {b.name: backend.base_id(b) for b in s.bases
+                                                     if not skipped[b.name]}) if args.resume else {}
         runnable = tuple(c for c in runnable if c.id not in kept)
         if not runnable and not kept:
             raise ConfigError(str(args.config), "bases", f"none of the {len(chosen)} selected cells can run on "

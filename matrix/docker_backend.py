@@ -36,6 +36,7 @@ class Engine(Protocol):
             labels: dict[str, str], memory: str, timeout_s: float) -> RunResult: ...
     def remove_labelled(self, run_id: str, cell: str | None = None, *, settle_s: float = 0.0) -> int: ...
     def runs_of_host(self, host: str) -> set[str]: ...
+    def image_id(self, ref: str) -> str | None: ...
     def alive(self) -> bool: ...
     def close(self) -> None: ...
 
@@ -84,6 +85,12 @@ class DockerBackend:
             return f"base {base.name} names no image (the docker backend builds from an image)"
         return None
 
+    def base_id(self, base: Base) -> str:
+        """The base image's id on the engine ("" when it is not there to say)."""
+        if base.image is None or self._base_error(base.name):
+            return ""
+        return self.engine.image_id(base.image) or ""
+
     def _base_error(self, base_name: str) -> str | None:
         # Once per base: a missing image is the same failure for all of its cells.
         if base_name not in self._base_errors:
@@ -122,6 +129,7 @@ class DockerBackend:
         base_error = self._base_error(cell.base)
         if base_error:
             return Verdict(Outcome.INFRA_ERROR, base_error)
+        record.base_id = self.base_id(self.spec.base(cell.base))
         tag = self.image_tag(cell)
         server = _SecretServer() if install.has_credentials(self.spec) else None
         with server or contextlib.nullcontext(), tempfile.TemporaryDirectory(prefix="compat-matrix-ctx-") as tmp:

@@ -69,6 +69,14 @@ class DockerEngine:
     def close(self) -> None:
         self.client.close()
 
+    def image_id(self, ref: str) -> str | None:
+        try:
+            return str(self.client.images.get(ref).id)
+        except docker.errors.ImageNotFound:
+            return None
+        except _FAULTS as e:
+            raise EngineFault(f"inspecting {ref}: {e}") from e
+
     def has_image(self, ref: str) -> bool:
         try:
             self.client.images.get(ref)

@@ -30,6 +30,9 @@ class Record:
     run_id: str = ""
     # Where it ran: the engine (a remote DOCKER_HOST shows here) or the host interpreter.
     engine: str = ""
+    # What the base was when the cell ran (image id, interpreter version): a kept verdict is
+    # only reused while it is the same, so a base that moves gets its cells run again.
+    base_id: str = ""
 
     def serialize(self) -> dict[str, Any]:
         out = asdict(self)

@@ -61,6 +61,11 @@ class VenvBackend:
     def close(self, *, interrupted: bool) -> None:
         """Nothing outlives a cell here: each venv goes when its cell ends."""
 
+    def base_id(self, base: Base) -> str:
+        """The interpreter and its exact version ("" when there is none)."""
+        found = interpreters.find(base.python) if base.python else None
+        return f"{found.path} {found.version}" if found else ""
+
     def skip_reason(self, base: Base) -> str | None:
         if base.python is None:
             return (f"base {base.name} names only an image; give it python: (a version such as "
@@ -97,6 +102,7 @@ class VenvBackend:
         if found is None:
             return Verdict(Outcome.INFRA_ERROR, self.skip_reason(base) or "no interpreter")
         record.engine = f"{socket.gethostname()}: {found.path}"
+        record.base_id = self.base_id(base)
         venv = work / "venv"
         python = str(venv / "bin" / "python")
         commands = [[self.uv, "venv", "--quiet", "--python", found.path, str(venv)]]

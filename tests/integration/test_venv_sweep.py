@@ -128,10 +128,14 @@ def test_a_base_that_moves_under_a_passing_cell_is_a_regression(tmp_path: Path) 
     config.write_text("bases: {py: {python: '3.11'}}\npackages: {numpy: ['1.26.4']}\n")
     first = run(*common)
     assert first.returncode == 0 and "1 pass" in first.stdout, first.stdout + first.stderr
-    # the same cell id, a base whose Python moved on: numpy 1.26.4 has no cp313 wheel
+    # a sweep with nothing new keeps the cached verdict ...
+    again = run(*common, "--resume", "--fail-on-regression")
+    assert again.returncode == 0 and "0 cells to run, 1 kept from the last run" in again.stdout, again.stdout
+    # ... until the base moves under it (same cell id): numpy 1.26.4 has no cp313 wheel
     config.write_text("bases: {py: {python: '3.13'}}\npackages: {numpy: ['1.26.4']}\n")
-    second = run(*common, "--fail-on-regression")
+    second = run(*common, "--resume", "--fail-on-regression")
     assert second.returncode == 1, second.stdout + second.stderr
+    assert "1 cells to run" in second.stdout
     assert "1 regression(s) since the last run:" in second.stdout
     md = (tmp_path / "r" / "matrix.md").read_text()
     assert "## Changed since the last run" in md and "pass → no-wheel" in md

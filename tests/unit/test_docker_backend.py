@@ -46,6 +46,9 @@ class FakeEngine:
     def alive(self) -> bool:
         return self.is_alive
 
+    def image_id(self, ref: str) -> str | None:
+        return "sha256:" + "0" * 64
+
     is_alive = True
 
 
