@@ -7,13 +7,12 @@ make or break a regression; they are listed apart.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from matrix.classify import Outcome
 from matrix.errors import ConfigError
-from matrix.store import Record, atomic_write, load_records
+from matrix.store import Record, atomic_write, load_records, records_jsonl
 
 _WORKS = (Outcome.PASS, Outcome.WARN)
 
@@ -81,7 +80,7 @@ def keep(records: list[Record], results: Path, run_id: str) -> Path:
     """The whole table of a finished run, kept as results/history/<run id>.jsonl: what diff and
     the next sweep compare against (runs/<id>.jsonl holds only the cells that run ran)."""
     path = results / "history" / f"{run_id}.jsonl"
-    atomic_write(path, "".join(json.dumps(r.serialize(), sort_keys=True) + "\n" for r in records))
+    atomic_write(path, records_jsonl(records))
     return path
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from packaging.version import Version
 from matrix import exports
 from matrix.classify import Outcome
 from matrix.registry import Registry, group_unmatched, suggest_entry
-from matrix.store import Record, atomic_write
+from matrix.store import Record, atomic_write, records_jsonl
 
 SYMBOLS = {
     Outcome.PASS: "✅",
@@ -141,7 +140,7 @@ def write(records: list[Record], results_dir: Path, packages: tuple[str, ...] = 
     names = packages_of(records, packages)
     df = table(records, packages, registry)
     outputs = {
-        "records.jsonl": "".join(json.dumps(r.serialize(), sort_keys=True) + "\n" for r in records),
+        "records.jsonl": records_jsonl(records),
         "matrix.csv": df.to_csv(index=False),
         "matrix.md": markdown(df, names, registry, records, changes),
         "matrix.html": exports.html(df, names, pivot(df, names)),

@@ -46,6 +46,11 @@ class Record:
         return cls(**known)
 
 
+def records_jsonl(records: list[Record]) -> str:
+    """Records as the JSON lines load_records reads back."""
+    return "".join(json.dumps(r.serialize(), sort_keys=True) + "\n" for r in records)
+
+
 def atomic_write(path: Path, text: str) -> None:
     """Write via a temporary file and a rename: a crash leaves the old file or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
