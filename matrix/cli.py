@@ -21,7 +21,6 @@ from matrix import (
     cells,
     dockerfile,
     history,
-    install,
     knowngood,
     locks,
     probing,
@@ -36,6 +35,7 @@ from matrix.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, CompatMatrixError, C
 from matrix.install import redact
 from matrix.registry import Registry
 from matrix.store import Record, load_records
+from matrix.venv_backend import uv_install_commands
 
 
 def _err(message: str) -> None:
@@ -161,9 +161,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         # An interpreter-only base: the venv backend's recipe, as shell lines.
         print(f"# Rebuild cell {cell.id} (venv backend: {base.name} names an interpreter, no image)")
         print(f"uv venv --python {shlex.quote(base.python or 'python3')} cell-venv")
-        for step in install.steps(cell, s, list(s.install.find_links)):
-            verb, *options = step.args
-            print(redact(shlex.join(["uv", "pip", verb, "--python", "cell-venv/bin/python", *options])))
+        for argv in uv_install_commands(cell, s, "uv", "cell-venv/bin/python"):
+            print(redact(shlex.join(argv)))
         print(f"env {pins_env} cell-venv/bin/python {shlex.quote(str(probing.probes_dir() / '_driver.py'))}")
         return EXIT_OK
     ctx = dockerfile.context(cell, s)
@@ -260,22 +259,13 @@ def cmd_merge(args: argparse.Namespace) -> int:
     records = sorted(merged.values(), key=lambda r: order.get(r.cell, len(order)))
     with_lock = locks.hold_results(args.results)
     try:
-        previous = _previous_table(args.results)
-        changes = history.diff(previous, records) if previous is not None else None
-        paths = report.write(records, args.results, s.package_names, known,
-                             history.format_diff(changes, markdown=True) if changes else None)
-        if known is not None:
-            paths.append(knowngood.write(records, known, packages=s.package_names))
+        paths, changes = _write_table(records, args.results, s, known)
     finally:
         with_lock.release(remove=False)
     print(f"merged {len(records)} cells from {len(args.dirs)} directories: {report.summary(records)}")
     print("wrote " + ", ".join(str(p) for p in paths))
-    if changes is not None and changes.regressions:
-        print(f"{len(changes.regressions)} regression(s) since the last table:")
-        print(history.format_diff(history.Diff(regressions=changes.regressions)), end="")
-        if args.fail_on_regression:
-            return EXIT_FAILED
-    return EXIT_OK
+    regressed = _print_regressions(changes)
+    return EXIT_FAILED if regressed and args.fail_on_regression else EXIT_OK
 
 
 def cmd_shards(args: argparse.Namespace) -> int:
@@ -283,6 +273,28 @@ def cmd_shards(args: argparse.Namespace) -> int:
         raise ConfigError("--github", "N", f"{args.github} shards", "give at least 1")
     print(json.dumps({"shard": [f"{k}/{args.github}" for k in range(1, args.github + 1)]}))
     return EXIT_OK
+
+
+def _write_table(records: list[Record], results: Path, s: spec.Spec, known: Registry | None, *,
+                 known_good: bool = True) -> tuple[list[Path], history.Diff | None]:
+    """Write the table (compared with the one it replaces) and, with a registry, the known-good
+    pins. Shared by run and merge, so a merged table is written as an unsharded run's is."""
+    previous = _previous_table(results)
+    changes = history.diff(previous, records) if previous is not None else None
+    paths = report.write(records, results, s.package_names, known,
+                         history.format_diff(changes, markdown=True) if changes else None)
+    if known is not None and known_good:
+        paths.append(knowngood.write(records, known, packages=s.package_names))
+    return paths, changes
+
+
+def _print_regressions(changes: history.Diff | None) -> bool:
+    """Print the regressions of a diff, if any; True when there were some."""
+    if changes is None or not changes.regressions:
+        return False
+    print(f"{len(changes.regressions)} regression(s) since the last run:")
+    print(history.format_diff(history.Diff(regressions=changes.regressions)), end="")
+    return True
 
 
 def _previous_table(results: Path) -> list[Record] | None:
@@ -318,7 +330,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise ConfigError(str(args.config), "bases", f"none of the {len(chosen)} selected cells can run on "
                               f"the {backend.name} backend", "see the skipped lines above")
         results_lock = locks.hold_results(results)
-        previous = _previous_table(results)
     except BaseException:
         backend.close(interrupted=False)
         raise
@@ -337,13 +348,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         outcome.records[:0] = list(kept.values())
         outcome.records.sort(key=lambda r: order.get(r.cell, len(order)))
         outcome.total += len(kept)
-        changes = history.diff(previous, outcome.records) if previous is not None else None
-        paths = report.write(outcome.records, results, s.package_names, known,
-                             history.format_diff(changes, markdown=True) if changes else None)
+        paths, changes = _write_table(outcome.records, results, s, known,
+                                      known_good=outcome.interrupted is None)
         if outcome.interrupted is None:
             paths.append(history.keep(outcome.records, results, run_id))
-        if known is not None and outcome.interrupted is None:
-            paths.append(knowngood.write(outcome.records, known, packages=s.package_names))
     finally:
         try:
             backend.close(interrupted=outcome is None or outcome.interrupted is not None)
@@ -352,9 +360,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_lock.release()
         results_lock.release(remove=False)
     print(f"{len(outcome.records)}/{outcome.total} cells: {report.summary(outcome.records)}")
-    if changes is not None and changes.regressions:
-        print(f"{len(changes.regressions)} regression(s) since the last run:")
-        print(history.format_diff(history.Diff(regressions=changes.regressions)), end="")
+    regressed = _print_regressions(changes)
     print("wrote " + ", ".join(str(p) for p in paths) + f", logs in {results / 'logs'}")
     if outcome.interrupted is not None:
         _err(f"interrupted after {len(outcome.records)} of {outcome.total} cells; the table holds those. "
@@ -363,7 +369,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if outcome.stopped:
         _err(f"{outcome.stopped}; mend that, then `--resume` runs the rest")
         return EXIT_INFRA
-    if args.fail_on_regression and changes is not None and changes.regressions:
+    if regressed and args.fail_on_regression:
         return EXIT_FAILED
     infra = [r for r in outcome.records if r.outcome is Outcome.INFRA_ERROR]
     if infra:

@@ -57,6 +57,7 @@ class DockerBackend:
         self.run_id = run_id
         self.keep = keep
         self._base_errors: dict[str, str | None] = {}
+        self._base_ids: dict[str, str] = {}
 
     def start(self) -> list[str]:
         """Remove what dead runs of this host left on the engine (killed with SIGKILL, say).
@@ -86,10 +87,14 @@ class DockerBackend:
         return None
 
     def base_id(self, base: Base) -> str:
-        """The base image's id on the engine ("" when it is not there to say)."""
-        if base.image is None or self._base_error(base.name):
-            return ""
-        return self.engine.image_id(base.image) or ""
+        """The base image's id on the engine ("" when it is not there to say); asked once per
+        base and run, like _base_error, not once per cell."""
+        if base.name not in self._base_ids:
+            image_id = None
+            if base.image is not None and not self._base_error(base.name):
+                image_id = self.engine.image_id(base.image)
+            self._base_ids[base.name] = image_id or ""
+        return self._base_ids[base.name]
 
     def _base_error(self, base_name: str) -> str | None:
         # Once per base: a missing image is the same failure for all of its cells.
@@ -99,9 +104,7 @@ class DockerBackend:
 
     def run_cell(self, cell: Cell, log_dir: Path) -> Record:
         started = time.monotonic()
-        record = Record(cell=cell.id, base=cell.base, mode=cell.mode, pins=cell.pin_dict,
-                        outcome=Outcome.INFRA_ERROR, backend=self.name, run_id=self.run_id,
-                        engine=self.engine.description)
+        record = Record.for_cell(cell, backend=self.name, run_id=self.run_id, engine=self.engine.description)
         try:
             verdict = self._run(cell, log_dir, record)
         except EngineFault as e:

@@ -43,9 +43,13 @@ def _try_lock(path: Path) -> int | None:
     return fd
 
 
+def _run_lock(run_id: str) -> Path:
+    return state_dir() / "runs" / f"{run_id}.lock"
+
+
 def hold_run(run_id: str) -> _Held:
     """Mark this run as live for as long as this process holds the lock."""
-    path = state_dir() / "runs" / f"{run_id}.lock"
+    path = _run_lock(run_id)
     fd = _try_lock(path)
     if fd is None:  # a run id is new by construction; a collision is a bug, not bad input
         raise RuntimeError(f"run {run_id} is already live")
@@ -55,7 +59,7 @@ def hold_run(run_id: str) -> _Held:
 
 def is_live(run_id: str) -> bool:
     """True while some process holds the run's lock."""
-    path = state_dir() / "runs" / f"{run_id}.lock"
+    path = _run_lock(run_id)
     if not path.exists():
         return False
     fd = _try_lock(path)

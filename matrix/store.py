@@ -10,9 +10,12 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from matrix.classify import Outcome
+
+if TYPE_CHECKING:  # cells → spec → index → store: a runtime import would go round in a circle
+    from matrix.cells import Cell
 
 
 @dataclass
@@ -33,6 +36,13 @@ class Record:
     # What the base was when the cell ran (image id, interpreter version): a kept verdict is
     # only reused while it is the same, so a base that moves gets its cells run again.
     base_id: str = ""
+
+    @classmethod
+    def for_cell(cls, cell: Cell, *, backend: str, run_id: str, **fields: Any) -> Record:
+        """A cell's record, an infra-error until the backend says otherwise."""
+        fields.setdefault("outcome", Outcome.INFRA_ERROR)
+        return cls(cell=cell.id, base=cell.base, mode=cell.mode, pins=cell.pin_dict, backend=backend,
+                   run_id=run_id, **fields)
 
     def serialize(self) -> dict[str, Any]:
         out = asdict(self)

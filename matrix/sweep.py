@@ -68,15 +68,20 @@ class SweepResult:
 _FATAL = ("No space left on device", ENGINE_GONE)
 
 
+def _fatal(record: Record) -> str | None:
+    """The fatal condition this record reports, if any."""
+    if record.outcome is not Outcome.INFRA_ERROR:
+        return None
+    return next((f for f in _FATAL if f in record.error), None)
+
+
 def _run_once(backend: Backend, cell: Cell, log_dir: Path, run_id: str) -> Record:
     shutil.rmtree(log_dir, ignore_errors=True)
     log_dir.mkdir(parents=True)
     try:
         return backend.run_cell(cell, log_dir)
     except Exception as e:  # noqa: BLE001 - one cell's bug is that cell's infra-error
-        return Record(cell=cell.id, base=cell.base, mode=cell.mode, pins=cell.pin_dict,
-                      outcome=Outcome.INFRA_ERROR, backend=backend.name, run_id=run_id,
-                      error=redact(f"{type(e).__name__}: {e}"))
+        return Record.for_cell(cell, backend=backend.name, run_id=run_id, error=redact(f"{type(e).__name__}: {e}"))
 
 
 def _eta(started: float, done: int, total: int) -> str:
@@ -112,8 +117,7 @@ def sweep(
             echo(f"[{i:>{width}}/{len(cells)}] {cell.id} ...{_eta(started, i - 1, len(cells))}")
             record = _run_once(backend, cell, results_dir / "logs" / cell.id, run_id)
             for wait in retry_waits:
-                if (record.outcome is not Outcome.INFRA_ERROR or record.error in persistent
-                        or any(f in record.error for f in _FATAL)):
+                if record.outcome is not Outcome.INFRA_ERROR or record.error in persistent or _fatal(record):
                     break
                 echo(f"{pad} infra-error ({record.error[:120]}); again in {wait:.0f}s")
                 sleep(wait)
@@ -125,7 +129,7 @@ def sweep(
             log.append(record)
             detail = f" — {record.error}" if record.error else ""
             echo(f"{pad} {record.outcome.value} in {record.duration_s:.1f}s{detail[:160]}")
-            fatal = next((f for f in _FATAL if record.outcome is Outcome.INFRA_ERROR and f in record.error), None)
+            fatal = _fatal(record)
             if fatal:
                 result.stopped = f"{fatal}: stopped after {i} of {len(cells)} cells"
                 break

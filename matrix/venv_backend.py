@@ -34,6 +34,16 @@ _PREFIX = "compat-matrix-"
 _WORK_DIR = re.compile(r"^compat-matrix-(\d{8}T\d{6}Z-[0-9a-f]{6})-[^/]+$")
 
 
+def uv_install_commands(cell: Cell, spec: Spec, uv: str, python: str) -> list[list[str]]:
+    """The cell's install steps as `uv pip` commands into the venv whose interpreter is `python`
+    (what the backend runs, and what `compat-matrix reproduce` prints)."""
+    out = []
+    for step in install.steps(cell, spec, list(spec.install.find_links)):
+        verb, *options = step.args
+        out.append([uv, "pip", verb, "--python", python, *options])
+    return out
+
+
 class VenvBackend:
     name = "venv"
 
@@ -82,8 +92,7 @@ class VenvBackend:
 
     def run_cell(self, cell: Cell, log_dir: Path) -> Record:
         started = time.monotonic()
-        record = Record(cell=cell.id, base=cell.base, mode=cell.mode, pins=cell.pin_dict,
-                        outcome=Outcome.INFRA_ERROR, backend=self.name, run_id=self.run_id)
+        record = Record.for_cell(cell, backend=self.name, run_id=self.run_id)
         work = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{self.run_id}-"))
         try:
             verdict = self._run(cell, work, log_dir, record)
@@ -105,10 +114,8 @@ class VenvBackend:
         record.base_id = self.base_id(base)
         venv = work / "venv"
         python = str(venv / "bin" / "python")
-        commands = [[self.uv, "venv", "--quiet", "--python", found.path, str(venv)]]
-        for step in install.steps(cell, self.spec, list(self.spec.install.find_links)):
-            verb, *options = step.args
-            commands.append([self.uv, "pip", verb, "--python", python, *options])
+        commands = [[self.uv, "venv", "--quiet", "--python", found.path, str(venv)],
+                    *uv_install_commands(cell, self.spec, self.uv, python)]
         log: list[str] = []
         env = self._env()
         try:
