@@ -27,6 +27,7 @@ from matrix import (
     registry,
     registry_cli,
     report,
+    resultcache,
     spec,
     sweep,
 )
@@ -71,6 +72,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true",
                      help="keep the verdicts already in RESULTS/records.jsonl; run only the cells without one "
                           "(not run, or infra-error)")
+    run.add_argument("--jobs", "-j", type=_jobs, default=None, metavar="N",
+                     help=f"cells run in parallel (default: {sweep.default_jobs()} on this machine, one per core)")
+    run.add_argument("--rerun", action="store_true",
+                     help="run every cell even when the result cache holds its verdict under an unchanged key")
     run.add_argument("--backend", choices=("auto", "docker", "venv"), default="auto",
                      help="docker: a throwaway image per cell; venv: a throwaway virtual environment "
                           "per cell, no daemon; auto (default): docker when an engine answers, else venv")
@@ -109,6 +114,12 @@ def _parser() -> argparse.ArgumentParser:
 def _load_spec(args: argparse.Namespace) -> spec.Spec:
     """The matrix file, its specifier axes filled from the index (as of --as-of, if given)."""
     return spec.expand(spec.load(args.config), getattr(args, "as_of", None))
+
+
+def _jobs(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of cells (1 or more)")
+    return int(text)
 
 
 def _date(text: str) -> dt.date:
@@ -342,7 +353,9 @@ def cmd_run(args: argparse.Namespace) -> int:
               + (f", {len(plan.excluded)} excluded" if plan.excluded else "")
               + (f", {len(skipped_cells)} skipped" if skipped_cells else ""))
         with sweep.sigterm_raises():
-            outcome = sweep.sweep(runnable, backend, results, run_id)
+            cache = resultcache.ResultCache(s, backend.name, issue_probes)
+            outcome = sweep.sweep(runnable, backend, results, run_id, jobs=args.jobs or sweep.default_jobs(),
+                                  cache=cache, rerun=args.rerun)
         # Kept verdicts first in matrix order, as an uninterrupted run would have written them.
         order = {c.id: i for i, c in enumerate(chosen)}
         outcome.records[:0] = list(kept.values())

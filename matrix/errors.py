@@ -38,3 +38,7 @@ class EngineUnavailable(CompatMatrixError):
     """No Docker Engine answered; nothing can be built."""
 
     exit_code = EXIT_INFRA
+
+
+class Cancelled(Exception):
+    """A cell's run was stopped by its backend's cancel() (an interrupt): no verdict, not recorded."""

@@ -11,7 +11,6 @@ import base64
 import datetime as dt
 import hashlib
 import json
-import os
 import ssl
 import time
 import urllib.error
@@ -97,8 +96,9 @@ def pick(releases: list[Release], query: Query, as_of: dt.date | None = None) ->
 
 
 def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "compat-matrix" / "index"
+    from matrix.resultcache import cache_root  # here: resultcache → spec → index at import time
+
+    return cache_root() / "index"
 
 
 def fetch(name: str, index_url: str | None = None, ca_bundle: Path | None = None,

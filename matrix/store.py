@@ -36,6 +36,8 @@ class Record:
     # What the base was when the cell ran (image id, interpreter version): a kept verdict is
     # only reused while it is the same, so a base that moves gets its cells run again.
     base_id: str = ""
+    # Read from the result cache (resultcache.py) rather than run: run_id names the run that ran it.
+    cached: bool = False
 
     @classmethod
     def for_cell(cls, cell: Cell, *, backend: str, run_id: str, **fields: Any) -> Record:

@@ -1,4 +1,4 @@
-"""Runs cells through a backend, one after another, and keeps every finished cell's record.
+"""Runs cells through a backend, `--jobs` at a time, and keeps every finished cell's record.
 
 One cell's failure (or exception) is that cell's outcome, never the end of the sweep; an
 interrupt ends it with the finished rows kept.
@@ -6,9 +6,12 @@ interrupt ends it with the finished rows kept.
 
 from __future__ import annotations
 
+import os
+import queue
 import secrets
 import shutil
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,8 +21,9 @@ from typing import Protocol
 
 from matrix.cells import Cell
 from matrix.classify import Outcome
-from matrix.errors import ENGINE_GONE, EXIT_INTERRUPTED
+from matrix.errors import ENGINE_GONE, EXIT_INTERRUPTED, Cancelled
 from matrix.install import redact
+from matrix.resultcache import ResultCache
 from matrix.spec import Base
 from matrix.store import Record, RecordLog
 
@@ -32,6 +36,8 @@ class Backend(Protocol):
     def skip_reason(self, base: Base) -> str | None: ...
     def run_cell(self, cell: Cell, log_dir: Path) -> Record: ...
     def close(self, *, interrupted: bool) -> None: ...
+    def cancel(self) -> None:
+        """Stop the cells under way on other threads (an interrupt): their run_cell raises Cancelled."""
 
 
 class Terminated(BaseException):
@@ -80,16 +86,75 @@ def _run_once(backend: Backend, cell: Cell, log_dir: Path, run_id: str) -> Recor
     log_dir.mkdir(parents=True)
     try:
         return backend.run_cell(cell, log_dir)
+    except Cancelled:
+        raise
     except Exception as e:  # noqa: BLE001 - one cell's bug is that cell's infra-error
         return Record.for_cell(cell, backend=backend.name, run_id=run_id, error=redact(f"{type(e).__name__}: {e}"))
 
 
-def _eta(started: float, done: int, total: int) -> str:
+def _eta(started: float, done: int, total: int, jobs: int = 1) -> str:
     """' (about 4m10s left)' from the pace so far; nothing before the first cell finished."""
     if not done:
         return ""
-    left = (time.monotonic() - started) / done * (total - done)
+    left = (time.monotonic() - started) / done * max(total - done - (jobs - 1), 0)
     return f" (about {int(left // 60)}m{int(left % 60):02d}s left)"
+
+
+def default_jobs() -> int:
+    """Cells in parallel by default: one per core (a cell is mostly one busy process at a time:
+    the installer, then the probes), at least 1, at most 8 (downloads and the engine share more)."""
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+class _Sweep:
+    """The state one sweep shares between its workers; records are logged by the caller's thread."""
+
+    def __init__(self, backend: Backend, results_dir: Path, run_id: str, echo: Callable[[str], None],
+                 total: int, retry_waits: tuple[float, ...], sleep: Callable[[float], None],
+                 cache: ResultCache | None, base_ids: dict[str, str]) -> None:
+        self.backend, self.results_dir, self.run_id = backend, results_dir, run_id
+        self.echo, self.total, self.retry_waits, self.sleep = echo, total, retry_waits, sleep
+        self.cache, self.base_ids = cache, base_ids
+        self.width = len(str(total))
+        self.pad = " " * (2 * self.width + 3)
+        self.persistent: set[str] = set()
+        self.lock = threading.Lock()
+        self.started = time.monotonic()
+        self.begun = 0
+        self.finished = 0
+        self.stop = threading.Event()
+        self.jobs = 1
+
+    def say(self, line: str) -> None:
+        with self.lock:
+            self.echo(line)
+
+    def one(self, cell: Cell) -> Record:
+        """Run one cell with its retries; its verdict goes to the result cache."""
+        with self.lock:
+            self.begun += 1
+            self.echo(f"[{self.begun:>{self.width}}/{self.total}] {cell.id} ..."
+                      f"{_eta(self.started, self.finished, self.total, self.jobs)}")
+        log_dir = self.results_dir / "logs" / cell.id
+        record = _run_once(self.backend, cell, log_dir, self.run_id)
+        for wait in self.retry_waits:
+            if (record.outcome is not Outcome.INFRA_ERROR or record.error in self.persistent
+                    or _fatal(record) or self.stop.is_set()):
+                break
+            self.say(f"{self.pad} {cell.id}: infra-error ({record.error[:120]}); again in {wait:.0f}s")
+            self.sleep(wait)
+            record = _run_once(self.backend, cell, log_dir, self.run_id)
+        else:
+            if record.outcome is Outcome.INFRA_ERROR:
+                self.persistent.add(record.error)
+        if self.cache is not None and cell.base in self.base_ids:
+            self.cache.put(self.cache.key(cell, self.base_ids[cell.base]), record)
+        return record
+
+    def finish_line(self, record: Record) -> str:
+        detail = f" — {record.error}" if record.error else ""
+        who = f" {record.cell}:" if self.jobs > 1 else ""
+        return f"{self.pad}{who} {record.outcome.value} in {record.duration_s:.1f}s{detail[:160]}"
 
 
 def sweep(
@@ -101,38 +166,43 @@ def sweep(
     *,
     retry_waits: tuple[float, ...] = (10.0, 60.0),
     sleep: Callable[[float], None] = time.sleep,
+    jobs: int = 1,
+    cache: ResultCache | None = None,
+    rerun: bool = False,
 ) -> SweepResult:
-    """Run every cell; an infra-error is retried after each of `retry_waits` (growing) seconds,
-    unless an earlier cell already failed the same way through every retry (a base image that
-    cannot be pulled fails all of its cells alike)."""
+    """Run every cell, `jobs` at a time; an infra-error is retried after each of `retry_waits`
+    (growing) seconds, unless an earlier cell already failed the same way through every retry (a
+    base image that cannot be pulled fails all of its cells alike). With a result cache, a cell
+    whose verdict is kept there under an unchanged key is not run (unless `rerun`)."""
     records: list[Record] = []
     log = RecordLog(results_dir / "runs" / f"{run_id}.jsonl")
     result = SweepResult(records, len(cells))
-    width = len(str(len(cells)))
-    pad = " " * (2 * width + 3)
-    persistent: set[str] = set()
-    started = time.monotonic()
+    base_ids: dict[str, str] = {}
+    if cache is not None:
+        base_ids = {name: backend.base_id(cache.spec.base(name)) for name in {c.base for c in cells}}
+    state = _Sweep(backend, results_dir, run_id, echo, len(cells), retry_waits, sleep, cache, base_ids)
     try:
-        for i, cell in enumerate(cells, 1):
-            echo(f"[{i:>{width}}/{len(cells)}] {cell.id} ...{_eta(started, i - 1, len(cells))}")
-            record = _run_once(backend, cell, results_dir / "logs" / cell.id, run_id)
-            for wait in retry_waits:
-                if record.outcome is not Outcome.INFRA_ERROR or record.error in persistent or _fatal(record):
-                    break
-                echo(f"{pad} infra-error ({record.error[:120]}); again in {wait:.0f}s")
-                sleep(wait)
-                record = _run_once(backend, cell, results_dir / "logs" / cell.id, run_id)
-            else:
-                if record.outcome is Outcome.INFRA_ERROR:
-                    persistent.add(record.error)
-            records.append(record)
-            log.append(record)
-            detail = f" — {record.error}" if record.error else ""
-            echo(f"{pad} {record.outcome.value} in {record.duration_s:.1f}s{detail[:160]}")
-            fatal = _fatal(record)
-            if fatal:
-                result.stopped = f"{fatal}: stopped after {i} of {len(cells)} cells"
-                break
+        todo = list(cells)
+        if cache is not None and not rerun:
+            todo = []
+            for cell in cells:
+                hit = cache.get(cache.key(cell, base_ids[cell.base]))
+                if hit is None:
+                    todo.append(cell)
+                    continue
+                hit.cached = True
+                records.append(hit)
+                log.append(hit)
+            if records:
+                echo(f"{len(records)} cell(s) from the result cache: nothing they depend on has changed "
+                     "(--rerun runs them again)")
+        state.total = len(todo)
+        state.width = len(str(len(todo)))
+        state.pad = " " * (2 * state.width + 3)
+        if jobs <= 1 or len(todo) <= 1:
+            _serial(state, todo, records, log, result)
+        else:
+            _parallel(state, todo, min(jobs, len(todo)), records, log, result)
     except KeyboardInterrupt:
         result.interrupted = EXIT_INTERRUPTED
     except Terminated:
@@ -140,3 +210,74 @@ def sweep(
     finally:
         log.close()
     return result
+
+
+def _keep(state: _Sweep, record: Record, records: list[Record], log: RecordLog, result: SweepResult) -> None:
+    """Log a finished cell; a fatal condition stops the sweep from taking more cells."""
+    records.append(record)
+    log.append(record)
+    state.finished += 1
+    state.say(state.finish_line(record))
+    fatal = _fatal(record)
+    if fatal and not state.stop.is_set():
+        state.stop.set()
+        result.stopped = f"{fatal}: stopped after {state.finished} of {state.total} cells"
+
+
+def _serial(state: _Sweep, todo: list[Cell], records: list[Record], log: RecordLog, result: SweepResult) -> None:
+    for cell in todo:
+        _keep(state, state.one(cell), records, log, result)
+        if state.stop.is_set():
+            break
+
+
+def _parallel(state: _Sweep, todo: list[Cell], jobs: int, records: list[Record], log: RecordLog,
+              result: SweepResult) -> None:
+    """Workers take cells in order; this thread logs what they finish. On an interrupt the
+    backend cancels what is under way (those cells are not recorded) and the workers are not
+    waited for longer than it takes them to notice."""
+    state.jobs = jobs
+    pending: queue.SimpleQueue[Cell] = queue.SimpleQueue()
+    # One mode's cells first, then the next's: the cells that differ only by mode often end in the
+    # same environment and share one probe run (probing.SharedProbes); side by side, one of two
+    # workers would sit waiting for the other's probes.
+    modes = list(dict.fromkeys(c.mode for c in todo))
+    for cell in sorted(todo, key=lambda c: modes.index(c.mode)):
+        pending.put(cell)
+    done: queue.SimpleQueue[Record | None] = queue.SimpleQueue()
+
+    def work() -> None:
+        try:
+            while not state.stop.is_set():
+                try:
+                    cell = pending.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    done.put(state.one(cell))
+                except Cancelled:
+                    return
+        finally:
+            done.put(None)  # this worker is through
+
+    workers = [threading.Thread(target=work, name=f"compat-matrix-worker-{i}", daemon=True) for i in range(jobs)]
+    for w in workers:
+        w.start()
+    try:
+        running = len(workers)
+        while running:
+            try:
+                item = done.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if item is None:
+                running -= 1
+            else:
+                _keep(state, item, records, log, result)
+    except BaseException:
+        state.stop.set()
+        state.backend.cancel()
+        deadline = time.monotonic() + 30.0
+        for w in workers:
+            w.join(timeout=max(0.0, deadline - time.monotonic()))
+        raise

@@ -7,13 +7,16 @@ process: there is no network or memory isolation here, which the docker backend 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -22,6 +25,7 @@ from uv import find_uv_bin
 from matrix import install, interpreters, locks, probing
 from matrix.cells import Cell
 from matrix.classify import Outcome, Verdict, classify_install
+from matrix.errors import Cancelled
 from matrix.install import redact
 from matrix.spec import Base, Spec
 from matrix.store import Record
@@ -54,6 +58,10 @@ class VenvBackend:
         self.run_id = run_id
         self.keep = keep
         self.uv = find_uv_bin()
+        self.shared = probing.SharedProbes()
+        self._lock = threading.Lock()
+        self._running: set[subprocess.Popen[bytes]] = set()
+        self._cancelled = False
 
     def start(self) -> list[str]:
         """Remove the venvs dead runs left behind (a SIGKILL skips every finally)."""
@@ -121,37 +129,72 @@ class VenvBackend:
         try:
             for argv in commands:
                 log.append("$ " + shlex.join(["uv", *argv[1:]]) + "\n")
-                try:
-                    done = subprocess.run(argv, env=env, capture_output=True, text=True,
-                                          timeout=_INSTALL_TIMEOUT_S, stdin=subprocess.DEVNULL)
-                except subprocess.TimeoutExpired:
+                done = self._proc(argv, env, work, _INSTALL_TIMEOUT_S)
+                if done.timed_out:
                     return Verdict(Outcome.INFRA_ERROR, f"the installer did not finish in {_INSTALL_TIMEOUT_S} s")
                 log.append(done.stdout + done.stderr)
-                if done.returncode != 0:
+                if done.exit_code != 0:
                     return classify_install(redact(done.stdout + done.stderr))
         finally:
             (log_dir / "install.log").write_text(redact("".join(log)), encoding="utf-8")
 
         limits = self.spec.limits
-        nonce = probing.new_nonce()
         home = work / "home"
         home.mkdir()
-        probe_env = {k: os.environ[k] for k in ("PATH", *_PASSTHROUGH) if k in os.environ}
-        probe_env.update(probing.environment(cell, nonce, limits.timeout_s, self.issue_probes),
-                         HOME=str(home), LANG="C.UTF-8")
-        ran = _run_driver([python, str(probing.probes_dir() / "_driver.py")], probe_env, work,
-                          probing.driver_timeout(limits.timeout_s))
-        report, verdict = probing.conclude(ran, nonce, log_dir, "none")
-        record.python, record.installed = report.python, report.installed
-        return verdict
+        env = {k: os.environ[k] for k in ("PATH", *_PASSTHROUGH) if k in os.environ}
+        env.update(HOME=str(home), LANG="C.UTF-8")
+        printed = self._proc([python, str(probing.probes_dir() / probing.FINGERPRINT)], env, work, 60)
+        fingerprint = printed.stdout.strip() if printed.exit_code == 0 else None
 
+        def probe() -> probing.Probed:
+            nonce = probing.new_nonce()
+            probe_env = dict(env)
+            probe_env.update(probing.environment(cell, nonce, limits.timeout_s, self.issue_probes,
+                                                 pycache=str(work / "pycache")), HOME=str(home))
+            ran = self._proc([python, str(probing.probes_dir() / "_driver.py")], probe_env, work,
+                             probing.driver_timeout(limits.timeout_s))
+            report, verdict = probing.conclude(ran, nonce, log_dir, "none")
+            return probing.Probed(report, verdict, log_dir, cell.id)
 
-def _run_driver(argv: list[str], env: dict[str, str], cwd: Path, timeout_s: float) -> probing.RunResult:
-    try:
-        done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, timeout=timeout_s,
-                              stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as e:
-        out = (e.stdout or b"").decode("utf-8", "replace")
-        return probing.RunResult(None, out, (e.stderr or b"").decode("utf-8", "replace"), timed_out=True)
-    return probing.RunResult(done.returncode, done.stdout.decode("utf-8", "replace"),
-                             done.stderr.decode("utf-8", "replace"))
+        probed = self.shared.probe(cell, fingerprint, log_dir, probe)
+        record.python, record.installed = probed.report.python, probed.report.installed
+        return probed.verdict
+
+    def cancel(self) -> None:
+        """Kill what the cells under way are running; their run_cell raises Cancelled."""
+        with self._lock:
+            self._cancelled = True
+            running = list(self._running)
+        for proc in running:
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+    def _proc(self, argv: list[str], env: dict[str, str], cwd: Path, timeout_s: float) -> probing.RunResult:
+        """Run one command of a cell in its own process group (so cancel() can take it down whole)."""
+        with self._lock:
+            if self._cancelled:
+                raise Cancelled("the run was interrupted")
+            proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, start_new_session=True)
+            self._running.add(proc)
+        try:
+            try:
+                out, err = proc.communicate(timeout=timeout_s)
+                timed_out = False
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(OSError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                out, err = proc.communicate()
+                timed_out = True
+            except BaseException:  # an interrupt on this thread: the command goes with it
+                with contextlib.suppress(OSError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                raise
+        finally:
+            with self._lock:
+                self._running.discard(proc)
+        if self._cancelled:
+            raise Cancelled("the run was interrupted")
+        return probing.RunResult(None if timed_out else proc.returncode, out.decode("utf-8", "replace"),
+                                 err.decode("utf-8", "replace"), timed_out=timed_out)
