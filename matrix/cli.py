@@ -21,6 +21,7 @@ from matrix import (
     cells,
     dockerfile,
     history,
+    install,
     knowngood,
     locks,
     probing,
@@ -36,7 +37,6 @@ from matrix.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, CompatMatrixError, C
 from matrix.install import redact
 from matrix.registry import Registry
 from matrix.store import Record, load_records
-from matrix.venv_backend import uv_install_commands
 
 
 def _err(message: str) -> None:
@@ -172,11 +172,13 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         # An interpreter-only base: the venv backend's recipe, as shell lines.
         print(f"# Rebuild cell {cell.id} (venv backend: {base.name} names an interpreter, no image)")
         print(f"uv venv --python {shlex.quote(base.python or 'python3')} cell-venv")
-        for argv in uv_install_commands(cell, s, "uv", "cell-venv/bin/python"):
+        for argv in install.uv_commands(cell, s, "uv", "cell-venv/bin/python", list(s.install.find_links)):
             print(redact(shlex.join(argv)))
         print(f"env {pins_env} cell-venv/bin/python {shlex.quote(str(probing.probes_dir() / '_driver.py'))}")
         return EXIT_OK
-    ctx = dockerfile.context(cell, s)
+    from uv import find_uv_bin
+
+    ctx = dockerfile.context(cell, s, Path(find_uv_bin()))
     tag = "compat-matrix-repro:latest"
     print(f"# Rebuild cell {cell.id}")
     if args.write:
@@ -186,9 +188,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     else:
         print("# Save the Dockerfile below in an empty directory; put beside it:")
         for name, source in sorted(ctx.files.items()):
-            if not name.startswith("probes/"):
+            if not name.startswith("probes/") and name != "uv":
                 print(f"#   {name}  (a copy of {source})")
         print(f"#   probes/  (a copy of {probing.probes_dir()})")
+        print(f"#   uv  (a copy of {find_uv_bin()}, or any uv binary for the image's platform)")
         where = "."
     print(f"#   docker build --network host -t {tag} {where}")
     print(f"#   docker run --rm --network none -e {pins_env} {tag} {dockerfile.VENV_PYTHON} {dockerfile.DRIVER}")

@@ -1,14 +1,19 @@
-"""The docker backend: one throwaway image per cell, probes run in a locked-down container.
+"""The docker backend: each cell installed from a container of its base, probed in a locked-down one.
+
+Per base, once per machine: a prefix image (the base, its setup steps, the CA bundle, uv, the
+probes; dockerfile.prefix), rebuilt only when one of those changes. Per base and run: a workbench
+container of that image with host networking and the shared package cache volume, in which each
+cell's venv is made and installed by uv (hard links into the cache: a wheel is downloaded once per
+machine). Per cell: the probes run in a container with no network, a read-only root, no
+capabilities, nobody's uid, memory and pid limits, and the cache volume mounted read-only.
 
 Receives an engine object (engine.DockerEngine, or a fake in unit tests) and never imports docker.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import http.server
-import secrets
+import shlex
 import socket
 import tempfile
 import threading
@@ -16,15 +21,26 @@ import time
 from pathlib import Path
 from typing import Protocol
 
+from uv import find_uv_bin
+
 from matrix import dockerfile, install, locks, probing
 from matrix.cells import Cell
 from matrix.classify import Outcome, Verdict, classify_install
 from matrix.engine import CELL_LABEL, HOST_LABEL, RUN_LABEL, BuildResult, EngineFault
-from matrix.errors import ENGINE_GONE
+from matrix.errors import ENGINE_GONE, Cancelled
 from matrix.install import redact
 from matrix.probing import RunResult
 from matrix.spec import Base, Spec
 from matrix.store import Record
+
+# The run label of what outlives runs (prefix images, the package cache volume): `compat-matrix
+# clean` removes them by it.
+CACHE_RUN = "cache"
+CACHE_VOLUME = "compat-matrix-cache"
+CACHE_LABELS = {RUN_LABEL: CACHE_RUN}
+# Where a credentialed run's uv configuration lives in the workbench (never in an image).
+UV_TOML = "/opt/compat-matrix/uv.toml"
+_IDLE = "import time\nwhile True: time.sleep(3600)"
 
 
 class Engine(Protocol):
@@ -32,8 +48,13 @@ class Engine(Protocol):
 
     def ensure_image(self, ref: str) -> str | None: ...
     def build(self, context_dir: Path, tag: str) -> BuildResult: ...
-    def run(self, image: str, command: list[str], *, environment: dict[str, str],
-            labels: dict[str, str], memory: str, timeout_s: float) -> RunResult: ...
+    def ensure_volume(self, name: str, labels: dict[str, str]) -> None: ...
+    def start(self, image: str, command: list[str], *, labels: dict[str, str], volumes: dict[str, str]) -> str: ...
+    def running(self, container: str) -> tuple[bool, str]: ...
+    def put_files(self, container: str, files: dict[str, Path | bytes], mode: int = 0o644) -> None: ...
+    def exec(self, container: str, command: list[str], environment: dict[str, str] | None = None) -> RunResult: ...
+    def run(self, image: str, command: list[str], *, environment: dict[str, str], labels: dict[str, str],
+            memory: str, timeout_s: float, volumes: dict[str, str] | None = None) -> RunResult: ...
     def remove_labelled(self, run_id: str, cell: str | None = None, *, settle_s: float = 0.0) -> int: ...
     def runs_of_host(self, host: str) -> set[str]: ...
     def image_id(self, ref: str) -> str | None: ...
@@ -42,8 +63,27 @@ class Engine(Protocol):
 
 
 def cell_key(cell: Cell) -> str:
-    """A short, tag-safe name for a cell (ids can be long and hold upper-case letters)."""
+    """A short, path- and tag-safe name for a cell (ids can be long and hold upper-case letters)."""
     return hashlib.sha256(cell.id.encode()).hexdigest()[:12]
+
+
+class _Base:
+    """What the cells of one base share in a run: its prefix image and workbench, or why not."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.ready = False
+        self.image = ""
+        self.bench = ""
+        self.failed: Verdict | None = None
+        self.wheels: set[str] = set()
+
+    @staticmethod
+    def failing(verdict: Verdict) -> _Base:
+        """A failure of this cell only (not remembered for the base's other cells)."""
+        b = _Base()
+        b.failed = verdict
+        return b
 
 
 class DockerBackend:
@@ -56,18 +96,26 @@ class DockerBackend:
         self.spec = spec
         self.run_id = run_id
         self.keep = keep
+        self.uv_binary = Path(find_uv_bin())
+        self.shared = probing.SharedProbes()
+        self._lock = threading.Lock()
         self._base_errors: dict[str, str | None] = {}
         self._base_ids: dict[str, str] = {}
+        self._bases: dict[str, _Base] = {}
+        self._dead_runs: list[str] = []
+        self._cancelled = False
 
     def start(self) -> list[str]:
         """Remove what dead runs of this host left on the engine (killed with SIGKILL, say).
 
         A run is dead when nobody holds its lock; a live concurrent run, here or on another host
-        sharing the engine, is never touched.
+        sharing the engine, is never touched. Their venvs on the cache volume go when this run's
+        first workbench starts.
         """
         notes = []
         for run_id in sorted(self.engine.runs_of_host(socket.gethostname()) - {self.run_id}):
             if not locks.is_live(run_id):
+                self._dead_runs.append(run_id)
                 n = self.engine.remove_labelled(run_id)
                 notes.append(f"removed {n} object(s) left on the engine by dead run {run_id}")
         return notes
@@ -76,10 +124,21 @@ class DockerBackend:
         """Remove whatever the run left on the engine (all of it unless --keep)."""
         try:
             if not self.keep:
+                for b in self._bases.values():
+                    if b.bench and not interrupted:
+                        self._quietly(b.bench, ["rm", "-rf", f"{dockerfile.VENVS}/{self.run_id}"])
                 # An interrupted build goes on in the daemon for a moment: wait it out.
                 self.engine.remove_labelled(self.run_id, settle_s=8.0 if interrupted else 0.0)
         finally:
             self.engine.close()
+
+    def cancel(self) -> None:
+        """An interrupt: stop the cells under way (their workbenches and probe containers go)."""
+        self._cancelled = True
+        try:
+            self.engine.remove_labelled(self.run_id)
+        except EngineFault:
+            pass  # close() sweeps again
 
     def skip_reason(self, base: Base) -> str | None:
         if base.image is None:
@@ -89,12 +148,13 @@ class DockerBackend:
     def base_id(self, base: Base) -> str:
         """The base image's id on the engine ("" when it is not there to say); asked once per
         base and run, like _base_error, not once per cell."""
-        if base.name not in self._base_ids:
-            image_id = None
-            if base.image is not None and not self._base_error(base.name):
-                image_id = self.engine.image_id(base.image)
-            self._base_ids[base.name] = image_id or ""
-        return self._base_ids[base.name]
+        with self._lock:
+            if base.name not in self._base_ids:
+                image_id = None
+                if base.image is not None and not self._base_error(base.name):
+                    image_id = self.engine.image_id(base.image)
+                self._base_ids[base.name] = image_id or ""
+            return self._base_ids[base.name]
 
     def _base_error(self, base_name: str) -> str | None:
         # Once per base: a missing image is the same failure for all of its cells.
@@ -105,96 +165,136 @@ class DockerBackend:
     def run_cell(self, cell: Cell, log_dir: Path) -> Record:
         started = time.monotonic()
         record = Record.for_cell(cell, backend=self.name, run_id=self.run_id, engine=self.engine.description)
+        venv = f"{dockerfile.VENVS}/{self.run_id}/{cell_key(cell)}"
         try:
-            verdict = self._run(cell, log_dir, record)
+            verdict = self._run(cell, log_dir, record, venv)
         except EngineFault as e:
+            if self._cancelled:
+                raise Cancelled("the run was interrupted") from None
             if not self.engine.alive():
                 # Every later cell would fail alike: the sweep stops on this message.
                 e = EngineFault(f"{ENGINE_GONE} ({e})")
             verdict = Verdict(Outcome.INFRA_ERROR, redact(str(e)))
         finally:
-            if not self.keep:
-                try:
-                    self.engine.remove_labelled(self.run_id, cell=cell_key(cell))
-                except EngineFault:
-                    pass  # the end-of-run sweep by label tries again
+            bench = self._bases.get(cell.base)
+            if bench is not None and bench.bench and not self._cancelled:
+                if self.keep:
+                    (log_dir / "venv-path").write_text(
+                        f"{venv} on volume {CACHE_VOLUME}; look inside with\n  docker run --rm -it -v "
+                        f"{CACHE_VOLUME}:{dockerfile.CACHE} {bench.image} {venv}/bin/python\n", encoding="utf-8")
+                else:
+                    self._quietly(bench.bench, ["rm", "-rf", venv])
         record.outcome, record.error = verdict.outcome, verdict.error
         record.duration_s = round(time.monotonic() - started, 2)
         return record
 
-    def labels(self, cell: Cell) -> dict[str, str]:
-        return {RUN_LABEL: self.run_id, CELL_LABEL: cell_key(cell), HOST_LABEL: socket.gethostname()}
+    def labels(self, cell: Cell | None = None) -> dict[str, str]:
+        out = {RUN_LABEL: self.run_id, HOST_LABEL: socket.gethostname()}
+        if cell is not None:
+            out[CELL_LABEL] = cell_key(cell)
+        return out
 
-    def image_tag(self, cell: Cell) -> str:
-        return f"compat-matrix-cell:{self.run_id.lower()}-{cell_key(cell)}"
+    def _quietly(self, container: str, command: list[str]) -> None:
+        try:
+            self.engine.exec(container, command)
+        except EngineFault:
+            pass  # the end-of-run sweep by label (and the next run's start) tries again
 
-    def _run(self, cell: Cell, log_dir: Path, record: Record) -> Verdict:
+    def _check(self) -> None:
+        if self._cancelled:
+            raise Cancelled("the run was interrupted")
+
+    def _prepare(self, base: Base, log_dir: Path) -> _Base:
+        """The base's prefix image (built when missing) and this run's workbench on it."""
+        with self._lock:
+            b = self._bases.setdefault(base.name, _Base())
+        with b.lock:
+            if b.ready:
+                return b
+            self._check()
+            ctx = dockerfile.prefix(base, self.spec, self.uv_binary, CACHE_LABELS)
+            digest = hashlib.sha256((self.base_id(base) + ctx.digest()).encode()).hexdigest()
+            b.image = f"compat-matrix-base:{digest[:16]}"
+            if self.engine.image_id(b.image) is None:
+                with tempfile.TemporaryDirectory(prefix="compat-matrix-ctx-") as tmp:
+                    ctx.write(Path(tmp))
+                    built = self.engine.build(Path(tmp), b.image)
+                (log_dir / "prefix-build.log").write_text(redact(built.log), encoding="utf-8")
+                if not built.ok:
+                    why = classify_install(redact(built.log))
+                    if why.outcome is Outcome.INFRA_ERROR:
+                        return _Base.failing(why)  # the network, say: the next cell tries again
+                    b.failed = Verdict(Outcome.BUILD_ERROR, f"the base's setup failed: {why.error}")
+                    b.ready = True
+                    return b
+            self.engine.ensure_volume(CACHE_VOLUME, CACHE_LABELS)
+            self._check()
+            b.bench = self.engine.start(b.image, [base.image_python, "-c", _IDLE], labels=self.labels(),
+                                        volumes={CACHE_VOLUME: dockerfile.CACHE})
+            alive, logs = self.engine.running(b.bench)
+            if not alive:
+                last = [ln for ln in logs.splitlines() if ln.strip()]
+                b.failed = Verdict(Outcome.BUILD_ERROR, f"the environment cannot run Python: {base.image_python} "
+                                   f"in {base.image}: {last[-1] if last else 'exited at once'}")
+            else:
+                # The venvs of dead runs go with them; this run's cells, and the wheel directories, get theirs.
+                self.engine.exec(b.bench, ["rm", "-rf", *(f"{dockerfile.VENVS}/{r}" for r in self._dead_runs)])
+                links = dockerfile.find_links_all(self.spec)
+                self.engine.exec(b.bench, ["mkdir", "-p", f"{dockerfile.VENVS}/{self.run_id}",
+                                           *(p for p in links if "://" not in p)])
+                if install.has_credentials(self.spec):
+                    conf = install.uv_toml(self.spec, links).encode()
+                    self.engine.put_files(b.bench, {UV_TOML: conf}, mode=0o600)
+            b.ready = True
+            return b
+
+    def _wheels(self, b: _Base, cell: Cell) -> None:
+        """Copy the cell's local find-links wheels into the workbench (once each per run)."""
+        with b.lock:
+            missing = {p: w for p, w in dockerfile.cell_wheels(cell, self.spec).items() if p not in b.wheels}
+            if missing:
+                self.engine.put_files(b.bench, dict(missing))
+                b.wheels |= set(missing)
+
+    def _run(self, cell: Cell, log_dir: Path, record: Record, venv: str) -> Verdict:
         base_error = self._base_error(cell.base)
         if base_error:
             return Verdict(Outcome.INFRA_ERROR, base_error)
-        record.base_id = self.base_id(self.spec.base(cell.base))
-        tag = self.image_tag(cell)
-        server = _SecretServer() if install.has_credentials(self.spec) else None
-        with server or contextlib.nullcontext(), tempfile.TemporaryDirectory(prefix="compat-matrix-ctx-") as tmp:
-            ctx = dockerfile.context(cell, self.spec, self.labels(cell),
-                                     server.url if server else dockerfile.SECRET_URL_PLACEHOLDER)
-            if server:
-                server.content = ctx.pip_conf
-            (log_dir / "Dockerfile").write_text(redact(ctx.dockerfile), encoding="utf-8")
-            ctx.write(Path(tmp))
-            built = self.engine.build(Path(tmp), tag)
-        (log_dir / "build.log").write_text(redact(built.log), encoding="utf-8")
-        if not built.ok:
-            return classify_install(redact(built.log))
-
+        base = self.spec.base(cell.base)
+        record.base_id = self.base_id(base)
+        b = self._prepare(base, log_dir)
+        if b.failed:
+            return b.failed
+        self._wheels(b, cell)
+        env = {"UV_CONFIG_FILE": UV_TOML} if install.has_credentials(self.spec) else {}
+        log: list[str] = []
+        try:
+            for argv in [dockerfile.venv_command(base, venv), *dockerfile.install_commands(cell, self.spec, venv)]:
+                self._check()
+                log.append("$ " + shlex.join(argv) + "\n")
+                done = self.engine.exec(b.bench, argv, env)
+                self._check()
+                log.append(done.stdout + done.stderr)
+                if done.exit_code != 0:
+                    return classify_install(redact(done.stdout + done.stderr))
+        finally:
+            (log_dir / "install.log").write_text(redact("".join(log)), encoding="utf-8")
+        printed = self.engine.exec(b.bench, [f"{venv}/bin/python", dockerfile.FINGERPRINT])
+        fingerprint = printed.stdout.strip() if printed.exit_code == 0 else None
         limits = self.spec.limits
-        nonce = probing.new_nonce()
-        ran = self.engine.run(
-            tag, [dockerfile.VENV_PYTHON, dockerfile.DRIVER],
-            environment=probing.environment(cell, nonce, limits.timeout_s, self.issue_probes),
-            labels=self.labels(cell), memory=limits.memory,
-            timeout_s=probing.driver_timeout(limits.timeout_s),
-        )
-        report, verdict = probing.conclude(ran, nonce, log_dir, limits.memory)
-        record.python, record.installed = report.python, report.installed
-        return verdict
 
+        def probe() -> probing.Probed:
+            self._check()
+            nonce = probing.new_nonce()
+            ran = self.engine.run(
+                b.image, [f"{venv}/bin/python", dockerfile.DRIVER],
+                environment=probing.environment(cell, nonce, limits.timeout_s, self.issue_probes),
+                labels=self.labels(cell), memory=limits.memory,
+                timeout_s=probing.driver_timeout(limits.timeout_s), volumes={CACHE_VOLUME: dockerfile.CACHE},
+            )
+            report, verdict = probing.conclude(ran, nonce, log_dir, limits.memory)
+            return probing.Probed(report, verdict, log_dir, cell.id)
 
-class _SecretServer:
-    """Serves a credentialed build's pip configuration on the loopback for as long as the build.
-
-    The classic builder has no build secrets; the build runs with host networking, so its RUN
-    steps reach 127.0.0.1 here. The address holds a one-time token and dies with the build, so
-    what `docker history` records of the RUN line is useless afterwards.
-    """
-
-    def __init__(self) -> None:
-        self.content: str | None = None
-        token = secrets.token_hex(16)
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
-                if self.path != f"/{token}" or outer.content is None:
-                    self.send_error(404)
-                    return
-                body = outer.content.encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-                pass  # requests are not news
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/{token}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> _SecretServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        probed = self.shared.probe(cell, fingerprint, log_dir, probe)
+        record.python, record.installed = probed.report.python, probed.report.installed
+        return probed.verdict

@@ -1,11 +1,16 @@
-"""Renders the Dockerfile and build context of one cell. Pure: no engine.
+"""Renders the Dockerfiles of the docker backend. Pure: no engine.
 
-The docker backend builds exactly this, and `compat-matrix reproduce` prints or writes it, so a
-user can rebuild any cell by hand and see what the sweep saw.
+`prefix()` is what every cell of a base shares — the base image, its setup steps, the CA bundle,
+the installer (uv) and the probes — built once per machine and reused by every run until one of
+them changes. The docker backend installs each cell into a venv on the shared package cache
+volume from a container of that image. `context()` is the same cell as one self-contained
+Dockerfile: `compat-matrix reproduce` prints or writes it, so a user can rebuild any cell by hand
+with `docker build` and see what the sweep saw.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 import shutil
@@ -17,19 +22,22 @@ from packaging.utils import canonicalize_name
 from matrix import install
 from matrix.cells import Cell
 from matrix.probing import probe_files
-from matrix.spec import Spec
+from matrix.spec import Base, Spec
 
 ROOT = "/opt/compat-matrix"
-VENV_PYTHON = f"{ROOT}/venv/bin/python"
+UV = f"{ROOT}/bin/uv"
 CA_PATH = f"{ROOT}/ca-bundle.pem"
 PROBES_DIR = f"{ROOT}/probes"
 DRIVER = f"{PROBES_DIR}/_driver.py"
-
-
-# Where a credentialed build's pip configuration lives, only for the length of one RUN step.
-PIP_CONF = "/tmp/compat-matrix-pip.conf"
-# What `reproduce` shows in place of the build's one-time address.
-SECRET_URL_PLACEHOLDER = "http://127.0.0.1:PORT/TOKEN"
+FINGERPRINT = f"{PROBES_DIR}/_fingerprint.py"
+# The shared package cache (a volume): uv's cache, and the cells' venvs beside it, so installs
+# are hard links into the cache rather than copies.
+CACHE = f"{ROOT}/cache"
+VENVS = f"{CACHE}/venvs"
+# Where a reproduced cell's venv lives (reproduce builds one image, no volume).
+VENV = f"{ROOT}/venv"
+VENV_PYTHON = f"{VENV}/bin/python"
+FIND_LINKS = f"{ROOT}/find-links"
 
 
 @dataclass(frozen=True)
@@ -37,9 +45,6 @@ class BuildContext:
     dockerfile: str
     # Context-relative name → file on this machine.
     files: dict[str, Path]
-    # With credentials in the index URLs: the pip configuration that holds them. It is never put
-    # in the context or a layer; each install step fetches it from `secrets_url` and deletes it.
-    pip_conf: str | None = None
 
     def write(self, directory: Path) -> None:
         """Lay the context out in `directory`, ready for `docker build`."""
@@ -49,67 +54,106 @@ class BuildContext:
             target = directory / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
+            shutil.copymode(source, target)
+
+    def digest(self) -> str:
+        """Changes when the Dockerfile or any file of the context does."""
+        h = hashlib.sha256(self.dockerfile.encode())
+        for name, source in sorted(self.files.items()):
+            h.update(b"\0" + name.encode() + b"\0" + hashlib.sha256(source.read_bytes()).digest())
+        return h.hexdigest()
 
 
 def _wheel_dist(filename: str) -> str:
     return canonicalize_name(filename.split("-", 1)[0])
 
 
-def _with_config_from(url: str, pip_args: list[str]) -> str:
-    """A RUN line that fetches the pip config, installs with it and removes it in the same step,
-    so neither the layer, `docker history` nor `inspect` ever holds the credentials."""
-    fetch = shlex.join([VENV_PYTHON, "-c", "import sys, urllib.request as u; "
-                        "open(sys.argv[2], 'wb').write(u.urlopen(sys.argv[1]).read())", url, PIP_CONF])
-    install_ = shlex.join([VENV_PYTHON, "-m", "pip", *pip_args])
-    return (f"RUN {fetch}; rc=$?; if [ $rc -eq 0 ]; then PIP_CONFIG_FILE={PIP_CONF} {install_}; rc=$?; fi; "
-            f"rm -f {PIP_CONF}; exit $rc")
+def cell_wheels(cell: Cell, spec: Spec) -> dict[str, Path]:
+    """The wheels of this cell's packages in local find-links directories, by their path in the
+    image (only those: a torch wheel is GBs)."""
+    wanted = {canonicalize_name(name) for name, _ in cell.pins}
+    out: dict[str, Path] = {}
+    for i, link in enumerate(spec.install.find_links):
+        if "://" in link:
+            continue
+        for w in sorted(Path(link).glob("*.whl")):
+            if _wheel_dist(w.name) in wanted:
+                out[f"{FIND_LINKS}-{i}/{w.name}"] = w
+    return out
 
 
-def context(cell: Cell, spec: Spec, labels: dict[str, str] | None = None,
-            secrets_url: str = SECRET_URL_PLACEHOLDER) -> BuildContext:
-    """The cell's Dockerfile and context. `secrets_url` is where a build with credentials in its
-    index URLs fetches the pip configuration (served by the docker backend for the build)."""
-    base = spec.base(cell.base)
-    files: dict[str, Path] = {}
+def find_links(cell: Cell, spec: Spec) -> list[str]:
+    """The find-links options as the installer sees them inside the image."""
+    wheels = cell_wheels(cell, spec)
+    out = []
+    for i, link in enumerate(spec.install.find_links):
+        if "://" in link:
+            out.append(link)
+        elif any(p.startswith(f"{FIND_LINKS}-{i}/") for p in wheels):
+            out.append(f"{FIND_LINKS}-{i}")
+    return out
+
+
+def find_links_all(spec: Spec) -> list[str]:
+    """Every find-links entry as the installer sees it inside the image (local ones as directories
+    that hold the wheels copied in for the cells that want them)."""
+    return [link if "://" in link else f"{FIND_LINKS}-{i}" for i, link in enumerate(spec.install.find_links)]
+
+
+def prefix(base: Base, spec: Spec, uv_binary: Path, labels: dict[str, str] | None = None) -> BuildContext:
+    """What every cell of `base` shares, as a Dockerfile whose layers the engine reuses."""
     if base.image is None:
         raise ValueError(f"base {base.name} has no image")  # the backend skips such bases
-    lines = [f"# compat-matrix cell {cell.id}", f"FROM {base.image}"]
+    files: dict[str, Path] = {"uv": uv_binary}
+    lines = [f"FROM {base.image}"]
     if labels:
         # Right after FROM, so every intermediate layer and build container carries them too:
         # a build that fails half-way leaves nothing that cleanup by label cannot find.
         lines.append("LABEL " + " ".join(f"{k}={json.dumps(v)}" for k, v in sorted(labels.items())))
     # Setup steps are the user's own shell commands, kept as written (one RUN each).
     lines += [f"RUN {step}" for step in base.setup]
-    lines.append(f"RUN {shlex.quote(base.image_python)} -m venv {ROOT}/venv")
-    env = ["PIP_DISABLE_PIP_VERSION_CHECK=1", "PIP_NO_CACHE_DIR=1", "PIP_NO_INPUT=1",
-           "PIP_ROOT_USER_ACTION=ignore"]
+    lines.append(f"COPY uv {UV}")
+    env = [f"UV_CACHE_DIR={CACHE}/uv", "UV_PYTHON_DOWNLOADS=never", "UV_NO_PROGRESS=1",
+           "PIP_DISABLE_PIP_VERSION_CHECK=1"]
     if spec.install.ca_bundle is not None:
         # After the setup steps: installing ca-certificates there regenerates the default bundle.
         files["ca-bundle.pem"] = spec.install.ca_bundle
         lines.append(f"COPY ca-bundle.pem {CA_PATH}")
-        env += [f"PIP_CERT={CA_PATH}", f"SSL_CERT_FILE={CA_PATH}", f"REQUESTS_CA_BUNDLE={CA_PATH}"]
+        env += [f"SSL_CERT_FILE={CA_PATH}", f"PIP_CERT={CA_PATH}", f"REQUESTS_CA_BUNDLE={CA_PATH}"]
     lines.append("ENV " + " ".join(env))
-    links: list[str] = []
-    wanted = {canonicalize_name(name) for name, _ in cell.pins}
-    for i, link in enumerate(spec.install.find_links):
-        if "://" in link:
-            links.append(link)
-            continue
-        # Only the wheels of this cell's packages enter the context: a torch wheel is GBs.
-        wheels = sorted(p for p in Path(link).glob("*.whl") if _wheel_dist(p.name) in wanted)
-        if wheels:
-            for w in wheels:
-                files[f"find-links-{i}/{w.name}"] = w
-            lines.append(f"COPY find-links-{i} {ROOT}/find-links-{i}")
-            links.append(f"{ROOT}/find-links-{i}")
-    secret = install.has_credentials(spec)
-    for step in install.steps(cell, spec, links, index_in_config=secret):
-        if secret:
-            lines.append(_with_config_from(secrets_url, list(step.args)))
-        else:
-            lines.append("RUN " + shlex.join([VENV_PYTHON, "-m", "pip", *step.args]))
     for name, source in probe_files().items():
         files[f"probes/{name}"] = source
-    # Probes last: changing them never invalidates the install layers.
+    # Probes last: changing them rebuilds only this layer.
     lines.append(f"COPY probes {PROBES_DIR}")
-    return BuildContext("\n".join(lines) + "\n", files, install.pip_conf(spec, links) if secret else None)
+    return BuildContext("\n".join(lines) + "\n", files)
+
+
+def venv_command(base: Base, venv: str) -> list[str]:
+    return [UV, "venv", "--quiet", "--python", base.image_python, venv]
+
+
+def install_commands(cell: Cell, spec: Spec, venv: str) -> list[list[str]]:
+    """The cell's `uv pip` steps inside the image. With credentials in the index URLs the index
+    options come from UV_CONFIG_FILE (install.uv_toml), never from the command line."""
+    return install.uv_commands(cell, spec, UV, f"{venv}/bin/python", find_links(cell, spec),
+                               index_in_config=install.has_credentials(spec))
+
+
+def context(cell: Cell, spec: Spec, uv_binary: Path) -> BuildContext:
+    """The cell as one self-contained Dockerfile (what `compat-matrix reproduce` gives a user)."""
+    base = spec.base(cell.base)
+    pre = prefix(base, spec, uv_binary)
+    files = dict(pre.files)
+    lines = [f"# compat-matrix cell {cell.id}", *pre.dockerfile.splitlines()]
+    wheels = cell_wheels(cell, spec)
+    for i in range(len(spec.install.find_links)):
+        mine = {p: w for p, w in wheels.items() if p.startswith(f"{FIND_LINKS}-{i}/")}
+        for w in mine.values():
+            files[f"find-links-{i}/{w.name}"] = w
+        if mine:
+            lines.append(f"COPY find-links-{i} {FIND_LINKS}-{i}")
+    if install.has_credentials(spec):
+        lines.append("# The index URLs carry credentials: give them to uv in a uv.toml named by UV_CONFIG_FILE")
+    lines.append("RUN " + shlex.join(venv_command(base, VENV)))
+    lines += ["RUN " + shlex.join(argv) for argv in install_commands(cell, spec, VENV)]
+    return BuildContext("\n".join(lines) + "\n", files)

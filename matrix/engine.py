@@ -6,8 +6,10 @@ rest of the code never sees an SDK type, and a daemon failure arrives as EngineF
 
 from __future__ import annotations
 
+import io
 import os
 import re
+import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -116,6 +118,93 @@ class DockerEngine:
             raise EngineFault(f"build of {tag} failed in the engine: {_short(e)}") from e
         return BuildResult(ok=not error, log="".join(log), error=error)
 
+    def ensure_volume(self, name: str, labels: dict[str, str]) -> None:
+        try:
+            self.client.volumes.get(name)
+        except docker.errors.NotFound:
+            try:
+                self.client.volumes.create(name, labels=labels)
+            except docker.errors.APIError as e:
+                if e.status_code != 409:  # created by a concurrent run meanwhile: fine
+                    raise EngineFault(f"creating volume {name}: {_short(e)}") from e
+        except _FAULTS as e:
+            raise EngineFault(f"creating volume {name}: {_short(e)}") from e
+
+    def start(self, image: str, command: list[str], *, labels: dict[str, str], volumes: dict[str, str]) -> str:
+        """Start a long-lived container with host networking (the cells' installs run in it);
+        `volumes` maps volume name → mount point. Returns its id."""
+        try:
+            container = self.client.containers.run(
+                image, command=command, labels=labels, network_mode="host", detach=True, user="0:0",
+                volumes={name: {"bind": path, "mode": "rw"} for name, path in volumes.items()},
+            )
+            return str(container.id)
+        except _FAULTS as e:
+            raise EngineFault(f"starting a container from {image}: {_short(e)}") from e
+
+    def running(self, container: str) -> tuple[bool, str]:
+        """Whether a container is still up a moment after it started, and its output if not."""
+        try:
+            c = self.client.containers.get(container)
+            for _ in range(3):
+                if c.status == "running":
+                    time.sleep(0.1)
+                    c.reload()
+            if c.status == "running":
+                return True, ""
+            return False, c.logs().decode("utf-8", "replace")
+        except _FAULTS as e:
+            raise EngineFault(f"inspecting container {container[:12]}: {_short(e)}") from e
+
+    def put_files(self, container: str, files: dict[str, Path | bytes], mode: int = 0o644) -> None:
+        """Copy files (absolute path in the container → a file here, or bytes) into a container."""
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for path, source in sorted(files.items()):
+                info = tarfile.TarInfo(path.lstrip("/"))
+                info.mode = mode
+                if isinstance(source, bytes):
+                    info.size = len(source)
+                    tar.addfile(info, io.BytesIO(source))
+                else:
+                    info.size = source.stat().st_size
+                    with open(source, "rb") as f:
+                        tar.addfile(info, f)
+        try:
+            self.client.api.put_archive(container, "/", buf.getvalue())
+        except _FAULTS as e:
+            raise EngineFault(f"copying files into {container[:12]}: {_short(e)}") from e
+
+    def exec(self, container: str, command: list[str], environment: dict[str, str] | None = None) -> RunResult:
+        """Run a command in a running container; its output and exit code."""
+        api = self.client.api
+        try:
+            exec_id = api.exec_create(container, command, environment=environment or {})["Id"]
+            out, err = api.exec_start(exec_id, demux=True)
+            code = api.exec_inspect(exec_id).get("ExitCode")
+        except _FAULTS as e:
+            raise EngineFault(f"running {command[0]} in {container[:12]}: {_short(e)}") from e
+        return RunResult(code, (out or b"").decode("utf-8", "replace"), (err or b"").decode("utf-8", "replace"))
+
+    def remove_container(self, container: str) -> None:
+        try:
+            self.client.api.remove_container(container, force=True, v=False)
+        except docker.errors.NotFound:
+            pass
+        except _FAULTS as e:
+            raise EngineFault(f"removing container {container[:12]}: {_short(e)}") from e
+
+    def remove_cache(self, run_id: str) -> int:
+        """Remove the images and volumes labelled with `run_id` (the caches that outlive runs)."""
+        filters = {"label": f"{RUN_LABEL}={run_id}"}
+        removed = self.remove_labelled(run_id)
+        try:
+            for v in self.client.api.volumes(filters=filters).get("Volumes") or []:
+                removed += self._gone(self.client.api.remove_volume, v["Name"], force=True)
+        except _FAULTS as e:
+            raise EngineFault(f"removing the cache volumes: {_short(e)}") from e
+        return removed
+
     def run(
         self,
         image: str,
@@ -125,11 +214,14 @@ class DockerEngine:
         labels: dict[str, str],
         memory: str,
         timeout_s: float,
+        volumes: dict[str, str] | None = None,
     ) -> RunResult:
-        """Run a command with no network and a memory limit; the container is always removed."""
+        """Run a command with no network and a memory limit; the container is always removed.
+        `volumes` (name → mount point) are mounted read-only."""
         try:
             container = self.client.containers.create(
                 image, command=command, environment=environment, labels=labels,
+                volumes={name: {"bind": path, "mode": "ro"} for name, path in (volumes or {}).items()},
                 network_mode="none", mem_limit=memory, memswap_limit=memory, pids_limit=512,
                 cap_drop=["ALL"], security_opt=["no-new-privileges"], read_only=True,
                 tmpfs={"/tmp": "rw,size=512m"}, user="65534:65534", detach=True,

@@ -5,6 +5,7 @@ Shared by every backend, so a mode means the same thing wherever it runs.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
@@ -24,21 +25,31 @@ def has_credentials(spec: Spec) -> bool:
     return any(_CREDENTIALS.search(u) for u in urls)
 
 
-def pip_conf(spec: Spec, find_links: list[str]) -> str:
-    """The index options as a pip configuration file, for a step that must not show them."""
-    lines = ["[global]"]
+def uv_toml(spec: Spec, find_links: list[str]) -> str:
+    """The index options as a uv configuration file (UV_CONFIG_FILE), for commands that must not
+    show them: credentials in a URL stay off every command line, log and image."""
+    lines = ["[pip]"]
     if spec.install.index_url:
-        lines.append(f"index-url = {spec.install.index_url}")
-    if spec.install.extra_index_urls:
-        lines.append("extra-index-url = " + "\n    ".join(spec.install.extra_index_urls))
-    if find_links:
-        lines.append("find-links = " + "\n    ".join(find_links))
+        lines.append(f"index-url = {json.dumps(spec.install.index_url)}")
+    lines.append(f"extra-index-url = {json.dumps(list(spec.install.extra_index_urls))}")
+    lines.append(f"find-links = {json.dumps(find_links)}")
     return "\n".join(lines) + "\n"
+
+
+def uv_commands(cell: Cell, spec: Spec, uv: str, python: str, find_links: list[str], *,
+                index_in_config: bool = False) -> list[list[str]]:
+    """The cell's install steps as `uv pip` commands into the venv whose interpreter is `python`
+    (what both backends run, and what `compat-matrix reproduce` prints)."""
+    out = []
+    for step in steps(cell, spec, find_links, index_in_config=index_in_config):
+        verb, *opts = step.args
+        out.append([uv, "pip", verb, "--python", python, *opts])
+    return out
 
 
 def options(spec: Spec, find_links: list[str], *, index_in_config: bool = False) -> list[str]:
     """Installer options for every step; `find_links` as the installer will see them. With
-    `index_in_config` the index and link options are left to a pip config file (pip_conf):
+    `index_in_config` the index and link options are left to a config file (uv_toml):
     on the command line pip would let them override the file's."""
     opts = []
     if spec.install.only_binary:

@@ -38,16 +38,6 @@ _PREFIX = "compat-matrix-"
 _WORK_DIR = re.compile(r"^compat-matrix-(\d{8}T\d{6}Z-[0-9a-f]{6})-[^/]+$")
 
 
-def uv_install_commands(cell: Cell, spec: Spec, uv: str, python: str) -> list[list[str]]:
-    """The cell's install steps as `uv pip` commands into the venv whose interpreter is `python`
-    (what the backend runs, and what `compat-matrix reproduce` prints)."""
-    out = []
-    for step in install.steps(cell, spec, list(spec.install.find_links)):
-        verb, *options = step.args
-        out.append([uv, "pip", verb, "--python", python, *options])
-    return out
-
-
 class VenvBackend:
     name = "venv"
 
@@ -122,10 +112,17 @@ class VenvBackend:
         record.base_id = self.base_id(base)
         venv = work / "venv"
         python = str(venv / "bin" / "python")
+        secret = install.has_credentials(self.spec)
         commands = [[self.uv, "venv", "--quiet", "--python", found.path, str(venv)],
-                    *uv_install_commands(cell, self.spec, self.uv, python)]
+                    *install.uv_commands(cell, self.spec, self.uv, python, list(self.spec.install.find_links),
+                                         index_in_config=secret)]
         log: list[str] = []
         env = self._env()
+        if secret:  # index URLs with credentials: in a file only this user reads, not on command lines
+            config = work / "uv.toml"
+            config.touch(mode=0o600)
+            config.write_text(install.uv_toml(self.spec, list(self.spec.install.find_links)), encoding="utf-8")
+            env["UV_CONFIG_FILE"] = str(config)
         try:
             for argv in commands:
                 log.append("$ " + shlex.join(["uv", *argv[1:]]) + "\n")

@@ -71,27 +71,38 @@ def test_layered_follows_the_order_and_forces_later_steps(make_spec) -> None:
     assert second.args == ("install", "--only-binary=:all:", "--find-links", "/w", "--no-deps", "numpy==2.2.6")
 
 
-def test_dockerfile_installs_in_a_venv_after_setup_and_copies_ca_after_apt(make_spec, tmp_path: Path) -> None:
+def test_prefix_labels_right_after_from_and_copies_ca_after_apt(make_spec, tmp_path: Path) -> None:
     pem = tmp_path / "ca.pem"
     pem.write_text("pem")
+    uv = tmp_path / "uv"
+    uv.write_text("uv")
     s = make_spec(MATRIX.replace("ca_bundle: none", f"ca_bundle: {pem}"))
-    cell = cells.Cell("jammy-cuda121", "layered", (("numpy", "1.26.4"), ("scipy", "1.11.4")))
-    ctx = dockerfile.context(cell, s, {"org.compat-matrix.run": "r1"})
+    ctx = dockerfile.prefix(s.base("jammy-cuda121"), s, uv, {"org.compat-matrix.run": "cache"})
     lines = ctx.dockerfile.splitlines()
-    assert lines[1] == "FROM nvidia/cuda:12.1.1-runtime-ubuntu22.04"
-    assert lines[2] == 'LABEL org.compat-matrix.run="r1"'
+    assert lines[0] == "FROM nvidia/cuda:12.1.1-runtime-ubuntu22.04"
+    assert lines[1] == 'LABEL org.compat-matrix.run="cache"'
     apt = lines.index("RUN apt-get install -y python3.10 python3.10-venv")
-    ca = lines.index(f"COPY ca-bundle.pem {dockerfile.CA_PATH}")
-    assert apt < lines.index("RUN /usr/bin/python3.10 -m venv /opt/compat-matrix/venv") < ca
-    pip_lines = [ln for ln in lines if " -m pip install " in ln]
-    assert pip_lines[0].endswith("scipy==1.11.4") and pip_lines[1].endswith("--no-deps numpy==1.26.4")
-    assert lines[-1] == f"COPY probes {dockerfile.PROBES_DIR}"
-    assert ctx.files["ca-bundle.pem"] == pem
-    assert "probes/_driver.py" in ctx.files
+    assert apt < lines.index(f"COPY ca-bundle.pem {dockerfile.CA_PATH}")
+    assert lines[-1] == f"COPY probes {dockerfile.PROBES_DIR}"  # last: a probe change rebuilds one layer
+    assert ctx.files["ca-bundle.pem"] == pem and ctx.files["uv"] == uv and "probes/_driver.py" in ctx.files
+    digest = ctx.digest()
+    pem.write_text("another pem")
+    assert ctx.digest() != digest  # the prefix image is rebuilt when a file of it changes
     out = tmp_path / "ctx"
     ctx.write(out)
     assert (out / "Dockerfile").read_text() == ctx.dockerfile
     assert (out / "probes" / "imports.py").is_file()
+
+
+def test_reproduce_dockerfile_installs_layered_in_a_venv(make_spec, tmp_path: Path) -> None:
+    s = make_spec(MATRIX)
+    cell = cells.Cell("jammy-cuda121", "layered", (("numpy", "1.26.4"), ("scipy", "1.11.4")))
+    lines = dockerfile.context(cell, s, tmp_path / "uv").dockerfile.splitlines()
+    venv = lines.index(f"RUN {dockerfile.UV} venv --quiet --python /usr/bin/python3.10 {dockerfile.VENV}")
+    assert lines.index("RUN apt-get install -y python3.10 python3.10-venv") < venv
+    installs = [ln for ln in lines if " pip install " in ln]
+    assert lines.index(installs[0]) > venv
+    assert installs[0].endswith("scipy==1.11.4") and installs[1].endswith("--no-deps numpy==1.26.4")
 
 
 def test_only_the_cells_wheels_enter_the_context(make_spec, tmp_path: Path) -> None:
@@ -101,10 +112,12 @@ def test_only_the_cells_wheels_enter_the_context(make_spec, tmp_path: Path) -> N
     (wheels / "numpy-1.26.4-cp311-cp311-manylinux_2_17_x86_64.whl").write_bytes(b"w")
     s = make_spec(MATRIX.replace("install: {ca_bundle: none}", f"install: {{ca_bundle: none, find_links: [{wheels}]}}"))
     cell = cells.Cell("bookworm-py311", "together", (("numpy", "1.26.4"),))
-    ctx = dockerfile.context(cell, s)
+    ctx = dockerfile.context(cell, s, tmp_path / "uv")
     assert [n for n in ctx.files if n.startswith("find-links")] == [
         "find-links-0/numpy-1.26.4-cp311-cp311-manylinux_2_17_x86_64.whl"]
     assert "--find-links /opt/compat-matrix/find-links-0" in ctx.dockerfile
+    assert list(dockerfile.cell_wheels(cell, s)) == [
+        "/opt/compat-matrix/find-links-0/numpy-1.26.4-cp311-cp311-manylinux_2_17_x86_64.whl"]
 
 
 def test_credentials_are_redacted() -> None:

@@ -42,7 +42,7 @@ def test_reproduce_prints_the_dockerfile(config: Path, tmp_path: Path, capsys: p
     assert main(["reproduce", "--config", str(config), cell, "--write", str(tmp_path / "ctx")]) == 0
     out = capsys.readouterr().out
     assert "FROM python:3.11-slim-bookworm" in out
-    assert "pip install --only-binary=:all: --no-deps numpy==2.2.6" in out
+    assert "--python /opt/compat-matrix/venv/bin/python --only-binary=:all: --no-deps numpy==2.2.6" in out
     assert (tmp_path / "ctx" / "Dockerfile").is_file() and (tmp_path / "ctx" / "probes" / "_driver.py").is_file()
 
 

@@ -20,21 +20,54 @@ install: {ca_bundle: none, index_url: "https://alice:s3cret@pypi.corp.invalid/si
 CELL = Cell("b", "together", (("numpy", "1.26.4"),))
 
 
+INSTALLED = RunResult(0, "", "")
+BUILT = BuildResult(True, "")
+
+
 class FakeEngine:
     description = "fake"
 
-    def __init__(self, build: BuildResult | Exception, base_error: str | None = None) -> None:
-        self._build, self._base_error = build, base_error
+    def __init__(self, install: RunResult | Exception = INSTALLED, base_error: str | None = None,
+                 build: BuildResult = BUILT) -> None:
+        self._install, self._base_error, self._build = install, base_error, build
         self.removed: list[tuple[str, str | None]] = []
+        self.execs: list[tuple[list[str], dict[str, str]]] = []
+        self.files: dict[str, tuple[bytes, int]] = {}
+        self.built: list[str] = []
 
     def ensure_image(self, ref: str) -> str | None:
         return self._base_error
 
+    def image_id(self, ref: str) -> str | None:
+        if ref.startswith("compat-matrix-base:") and ref not in self.built:
+            return None
+        return "sha256:" + "0" * 64
+
     def build(self, context_dir: Path, tag: str) -> BuildResult:
         assert (context_dir / "Dockerfile").is_file()
-        if isinstance(self._build, Exception):
-            raise self._build
+        self.built.append(tag)
         return self._build
+
+    def ensure_volume(self, name: str, labels: dict[str, str]) -> None:
+        assert labels == {"org.compat-matrix.run": "cache"}
+
+    def start(self, image: str, command: list[str], *, labels: dict[str, str], volumes: dict[str, str]) -> str:
+        return "bench"
+
+    def running(self, container: str) -> tuple[bool, str]:
+        return True, ""
+
+    def put_files(self, container: str, files: dict[str, Path | bytes], mode: int = 0o644) -> None:
+        for path, content in files.items():
+            self.files[path] = (content if isinstance(content, bytes) else content.read_bytes(), mode)
+
+    def exec(self, container: str, command: list[str], environment: dict[str, str] | None = None) -> RunResult:
+        self.execs.append((command, environment or {}))
+        if command[0].endswith("/uv") and command[1] == "pip":
+            if isinstance(self._install, Exception):
+                raise self._install
+            return self._install
+        return RunResult(0, "", "")
 
     def run(self, image, command, **kw) -> RunResult:  # noqa: ANN001
         raise EngineFault("daemon went away")
@@ -43,42 +76,63 @@ class FakeEngine:
         self.removed.append((run_id, cell))
         return 0
 
+    def runs_of_host(self, host: str) -> set[str]:
+        return set()
+
     def alive(self) -> bool:
         return self.is_alive
 
-    def image_id(self, ref: str) -> str | None:
-        return "sha256:" + "0" * 64
+    def close(self) -> None:
+        pass
 
     is_alive = True
 
 
-def test_engine_fault_is_infra_error_and_the_cell_is_still_cleaned(make_spec, tmp_path: Path) -> None:
-    engine = FakeEngine(EngineFault("build of x failed in the engine: connection refused"))
+def test_engine_fault_is_infra_error_and_the_cells_venv_still_goes(make_spec, tmp_path: Path) -> None:
+    engine = FakeEngine(EngineFault("running uv in bench: connection refused"))
     rec = DockerBackend(engine, make_spec(MATRIX), "run1").run_cell(CELL, tmp_path)
     assert rec.outcome is Outcome.INFRA_ERROR and "connection refused" in rec.error
-    assert engine.removed and engine.removed[0][0] == "run1"
+    assert engine.execs[-1][0][:2] == ["rm", "-rf"] and "/venvs/run1/" in engine.execs[-1][0][2]
 
 
-def test_failed_build_is_classified_and_logs_carry_no_credentials(make_spec, tmp_path: Path) -> None:
-    log = ("Step 5/6 : RUN pip install --index-url https://alice:s3cret@pypi.corp.invalid/simple numpy\n"
-           "ERROR: Could not find a version that satisfies the requirement numpy==1.26.4 (from versions: 1.0)\n"
-           "ERROR: No matching distribution found for numpy==1.26.4\n")
-    engine = FakeEngine(BuildResult(ok=False, log=log, error="returned a non-zero code: 1"))
+def test_failed_install_is_classified_and_credentials_stay_in_a_private_file(make_spec, tmp_path: Path) -> None:
+    out = ("  × No solution found when resolving dependencies:\n  ╰─▶ Because there is no version of "
+           "numpy==1.26.4 and you require numpy==1.26.4, we can conclude that your requirements are unsatisfiable.\n"
+           "  error: https://alice:s3cret@pypi.corp.invalid/simple/numpy/ said 404\n")
+    engine = FakeEngine(RunResult(1, "", out))
     logs = tmp_path / "logs"
     logs.mkdir()
     rec = DockerBackend(engine, make_spec(MATRIX), "run1").run_cell(CELL, logs)
     assert rec.outcome is Outcome.NO_WHEEL
     for f in logs.iterdir():
         assert "s3cret" not in f.read_text(), f.name
-    dockerfile = (logs / "Dockerfile").read_text()
-    # the credentialed index is not even on the RUN line: each step fetches a pip config instead
-    assert "pypi.corp.invalid" not in dockerfile and "PIP_CONFIG_FILE=" in dockerfile
+    for command, env in engine.execs:
+        assert "s3cret" not in " ".join(command) + str(env)
+    installs = [(c, e) for c, e in engine.execs if c[1:2] == ["pip"]]
+    assert installs and all(e == {"UV_CONFIG_FILE": "/opt/compat-matrix/uv.toml"} for _, e in installs)
+    conf, mode = engine.files["/opt/compat-matrix/uv.toml"]
+    assert b'index-url = "https://alice:s3cret@pypi.corp.invalid/simple"' in conf and mode == 0o600
 
 
 def test_missing_base_image_is_infra_error_for_every_cell_of_it(make_spec, tmp_path: Path) -> None:
-    engine = FakeEngine(BuildResult(True, ""), base_error="base image python:3.11-slim is not on the engine")
+    engine = FakeEngine(base_error="base image python:3.11-slim is not on the engine")
     rec = DockerBackend(engine, make_spec(MATRIX), "run1").run_cell(CELL, tmp_path)
     assert rec.outcome is Outcome.INFRA_ERROR and "not on the engine" in rec.error
+
+
+def test_the_prefix_image_is_built_once_and_a_failed_setup_is_every_cells_build_error(
+        make_spec, tmp_path: Path) -> None:
+    engine = FakeEngine()
+    backend = DockerBackend(engine, make_spec(MATRIX), "run1")
+    backend.run_cell(CELL, tmp_path)
+    backend.run_cell(Cell("b", "layered", (("numpy", "1.26.4"),)), tmp_path)
+    assert len(engine.built) == 1
+    failing = FakeEngine(build=BuildResult(False, "Step 3/7 : RUN apt-get install -y python3\nE: Unable to locate "
+                                                  "package python3\n", "returned a non-zero code: 100"))
+    backend = DockerBackend(failing, make_spec(MATRIX), "run2")
+    recs = [backend.run_cell(c, tmp_path) for c in (CELL, Cell("b", "layered", (("numpy", "1.26.4"),)))]
+    assert [r.outcome for r in recs] == [Outcome.BUILD_ERROR] * 2 and "setup failed" in recs[0].error
+    assert len(failing.built) == 1
 
 
 def test_judge_run() -> None:
@@ -97,7 +151,7 @@ def test_judge_run() -> None:
 def test_a_dead_engine_is_named_so_the_sweep_stops(make_spec, tmp_path: Path) -> None:
     from matrix.sweep import sweep
 
-    engine = FakeEngine(EngineFault("build of x failed in the engine: connection refused"))
+    engine = FakeEngine(EngineFault("running uv in bench: connection refused"))
     engine.is_alive = False
     backend = DockerBackend(engine, make_spec(MATRIX), "run1")
     cells = (CELL, Cell("b", "layered", (("numpy", "1.26.4"),)))
