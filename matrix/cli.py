@@ -12,6 +12,7 @@ import datetime as dt
 import difflib
 import json
 import shlex
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -97,6 +98,10 @@ def _parser() -> argparse.ArgumentParser:
     df.add_argument("a", metavar="RUN_A", help="a run id (results/history/<id>.jsonl) or a records file")
     df.add_argument("b", metavar="RUN_B")
     df.add_argument("--results", default="results", type=Path)
+
+    cl = sub.add_parser("clean", help="remove what compat-matrix keeps between runs: the result cache, and on the "
+                        "engine the prefix images and the package cache volume")
+    cl.add_argument("--engine-only", action="store_true", help="keep the result cache (verdicts) on this machine")
 
     sh = sub.add_parser("shards", help="print a CI matrix of N shards")
     sh.add_argument("--github", type=int, metavar="N", required=True,
@@ -282,6 +287,31 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return EXIT_FAILED if regressed and args.fail_on_regression else EXIT_OK
 
 
+def cmd_clean(args: argparse.Namespace) -> int:
+    """The caches go; every later run starts cold (downloads, prefix builds, every cell runs)."""
+    from matrix.docker_backend import CACHE_RUN
+    from matrix.engine import DockerEngine, EngineFault
+
+    if not args.engine_only:
+        where = resultcache.cache_root() / "results"
+        shutil.rmtree(where, ignore_errors=True)
+        print(f"removed the result cache {where}")
+    try:
+        engine = DockerEngine()
+    except EngineUnavailable as e:
+        print(f"no engine to clean: {e}")
+        return EXIT_OK
+    try:
+        n = engine.remove_cache(CACHE_RUN)
+    except EngineFault as e:
+        _err(f"cleaning the engine failed: {e}")
+        return EXIT_INFRA
+    finally:
+        engine.close()
+    print(f"removed {n} cached object(s) from {engine.description} (prefix images, the package cache volume)")
+    return EXIT_OK
+
+
 def cmd_shards(args: argparse.Namespace) -> int:
     if args.github < 1:
         raise ConfigError("--github", "N", f"{args.github} shards", "give at least 1")
@@ -397,7 +427,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run, "list": cmd_list, "reproduce": cmd_reproduce, "merge": cmd_merge, "shards": cmd_shards,
-    "diff": cmd_diff}
+    "diff": cmd_diff, "clean": cmd_clean}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,10 @@ from matrix.store import Record, atomic_write
 
 
 def cache_root() -> Path:
-    """Where compat-matrix keeps what outlives a run on this machine (XDG_CACHE_HOME honoured)."""
+    """Where compat-matrix keeps what outlives a run on this machine: COMPAT_MATRIX_CACHE, else
+    compat-matrix under XDG_CACHE_HOME (~/.cache)."""
+    if os.environ.get("COMPAT_MATRIX_CACHE"):
+        return Path(os.environ["COMPAT_MATRIX_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "compat-matrix"
 

@@ -7,6 +7,8 @@ its real tests on CI would pass while proving nothing.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -47,8 +49,21 @@ def base_image(engine: DockerEngine) -> str:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def own_result_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The session's verdicts are kept apart from the machine's (and from earlier sessions')."""
+    before = os.environ.get("COMPAT_MATRIX_CACHE")
+    os.environ["COMPAT_MATRIX_CACHE"] = str(tmp_path_factory.mktemp("compat-matrix-cache"))
+    yield
+    if before is None:
+        os.environ.pop("COMPAT_MATRIX_CACHE", None)
+    else:
+        os.environ["COMPAT_MATRIX_CACHE"] = before
+
+
+@pytest.fixture(scope="session", autouse=True)
 def nothing_left_behind() -> Iterator[None]:
-    """After the whole run, no container or image carrying the run label may remain."""
+    """After the whole run no run's container or image may remain; only the caches that outlive
+    runs (prefix images, the package cache volume), and `compat-matrix clean` removes those."""
     yield
     try:
         engine = DockerEngine()
@@ -56,9 +71,19 @@ def nothing_left_behind() -> Iterator[None]:
         return  # no engine, nothing could have been left
     client = engine.client
     try:
-        containers = client.containers.list(all=True, filters={"label": RUN_LABEL})
-        images = client.images.list(all=True, filters={"label": RUN_LABEL})
+        def labelled() -> tuple[list[str], list[str], list[str]]:
+            return ([f"{c.name} ({c.labels[RUN_LABEL]})" for c in client.containers.list(
+                        all=True, filters={"label": RUN_LABEL})],
+                    [f"{i.tags or i.id} ({i.labels[RUN_LABEL]})" for i in client.images.list(
+                        all=True, filters={"label": RUN_LABEL})],
+                    [v.name for v in client.volumes.list(filters={"label": RUN_LABEL})])
+
+        containers, images, volumes = labelled()
+        left = [o for o in containers + images if not o.endswith("(cache)")]
+        assert not left, f"left behind: {left}"
+        cleaned = subprocess.run([sys.executable, "-m", "matrix", "clean", "--engine-only"], capture_output=True,
+                                 text=True, timeout=300)
+        assert cleaned.returncode == 0, cleaned.stdout + cleaned.stderr
+        assert labelled() == ([], [], []), "compat-matrix clean left cached objects"
     finally:
         client.close()
-    assert not containers and not images, (
-        f"left behind: {[c.name for c in containers]} {[i.tags or i.id for i in images]}")

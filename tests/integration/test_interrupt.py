@@ -1,5 +1,6 @@
-"""Ctrl-C and SIGTERM during a build, during a probe and between cells: the right exit code,
-the finished rows kept, nothing of the run left on the engine."""
+"""Ctrl-C and SIGTERM during an install, during a probe and between cells: the right exit code,
+the finished rows kept, nothing of the run left on the engine. Cells run two at a time (the
+default here), except for "between", which needs a cell finished while the next is under way."""
 
 from __future__ import annotations
 
@@ -16,6 +17,16 @@ from matrix.engine import RUN_LABEL, DockerEngine
 MATRIX = """
 bases:
   b: {{image: "{base}"}}
+  # Its interpreter takes 30 s to start: the install phase of each cell lasts long enough to be hit.
+  slow:
+    image: "{base}"
+    setup:
+      - >-
+        echo '#!/bin/sh' > /usr/local/bin/slowpython &&
+        echo 'sleep 30' >> /usr/local/bin/slowpython &&
+        echo 'exec python3 "$@"' >> /usr/local/bin/slowpython &&
+        chmod +x /usr/local/bin/slowpython
+    python: /usr/local/bin/slowpython
 packages:
   numpy: ["1.26.4", "2.2.6"]
 modes: [together]
@@ -36,10 +47,12 @@ def _wait_for(phase: str, proc: subprocess.Popen[str], engine: DockerEngine, run
         while "pass in" not in (line := proc.stdout.readline()):
             assert line, "the run ended before its first cell finished"
         return
+    seen = []
     while not (line := proc.stdout.readline()).startswith("[1/2]"):
-        assert line, "the run ended before its first cell"
-    if phase == "build":
-        time.sleep(4)  # the venv and pip steps are under way
+        seen.append(line)
+        assert line, f"the run ended before its first cell: {''.join(seen)}"
+    if phase == "install":
+        time.sleep(4)  # uv venv is asking the slow interpreter about itself
         return
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:  # the probe container of the first cell is running
@@ -51,16 +64,18 @@ def _wait_for(phase: str, proc: subprocess.Popen[str], engine: DockerEngine, run
     pytest.fail("no probe container ever ran")
 
 
-@pytest.mark.parametrize("phase", ["build", "probe", "between"])
+@pytest.mark.parametrize("phase", ["install", "probe", "between"])
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_ends_the_run_cleanly(base_image: str, tmp_path: Path, engine: DockerEngine,
                                        sig: signal.Signals, code: int, phase: str) -> None:
     config = tmp_path / "matrix.yaml"
     config.write_text(MATRIX.format(base=base_image))
-    args = ["--registry", str(tmp_path / "slow.yaml")] if phase == "probe" else []
+    args = {"install": ["--select", "slow-*"], "probe": ["--select", "b-*", "--registry", str(tmp_path / "slow.yaml")],
+            "between": ["--select", "b-*", "--jobs", "1"]}[phase]
     (tmp_path / "slow.yaml").write_text(SLOW_REGISTRY)
     with subprocess.Popen(
-        [sys.executable, "-m", "matrix", "run", "--config", str(config), "--results", str(tmp_path / "r"), *args],
+        [sys.executable, "-m", "matrix", "run", "--config", str(config), "--results", str(tmp_path / "r"), "--rerun",
+         *args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         # A shell's background job inherits SIGINT ignored; a user at a terminal does not.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),

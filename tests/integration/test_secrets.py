@@ -1,5 +1,5 @@
 """Credentials in an index URL reach the installer and nothing else: not the logs, not the
-results, not `docker history` or `inspect` of any image the build made."""
+results, not a command line, not `docker history` or `inspect` of any image or container."""
 
 from __future__ import annotations
 
@@ -35,15 +35,21 @@ def test_index_credentials_never_leave_the_install_step(engine: DockerEngine, ba
         for f in results.rglob("*"):
             if f.is_file():
                 assert SECRET not in f.read_text(errors="replace"), f
-        images = api.images(all=True, filters={"label": f"{RUN_LABEL}={run_id}"}, quiet=True)
-        assert images
+        # Everything the run made or used on the engine: its workbench (kept by --keep) and the
+        # cached prefix image; the credentials live only in the workbench's private uv.toml.
+        containers = api.containers(all=True, filters={"label": f"{RUN_LABEL}={run_id}"})
+        assert containers
+        for c in containers:
+            assert SECRET not in json.dumps(api.inspect_container(c["Id"])), "docker inspect (container)"
+        images = {c["ImageID"] for c in containers}
         for image in images:
             assert SECRET not in json.dumps(api.history(image)), "docker history"
             assert SECRET not in json.dumps(api.inspect_image(image)), "docker inspect"
-        # and no layer kept the configuration file
-        final = api.images(filters={"label": f"{RUN_LABEL}={run_id}"}, quiet=True)[0]
-        out = engine.client.containers.run(final, ["ls", "/tmp"], remove=True, network_mode="none",
-                                           labels={RUN_LABEL: run_id})
-        assert b"compat-matrix-pip.conf" not in out
+            out = engine.client.containers.run(image, ["ls", "/opt/compat-matrix"], remove=True,
+                                               network_mode="none", labels={RUN_LABEL: run_id})
+            assert b"uv.toml" not in out
+        bench = engine.client.containers.get(containers[0]["Id"])
+        mode = bench.exec_run(["stat", "-c", "%a %U", "/opt/compat-matrix/uv.toml"]).output.decode().strip()
+        assert mode == "600 root"
     finally:
         engine.remove_labelled(run_id)
