@@ -5,8 +5,10 @@ All three are derived from the same DataFrame report.table() builds, never from 
 
 from __future__ import annotations
 
+import html as htmllib
 import json
 import xml.etree.ElementTree as ET
+from xml.sax.saxutils import escape
 
 import pandas as pd
 
@@ -35,26 +37,48 @@ LABELS = {
 }
 
 
-def _grid(df: pd.DataFrame, names: list[str], column: pd.Series) -> pd.DataFrame:
-    work = df.assign(
-        pins=df[names].apply(lambda row: ", ".join(f"{n} {row[n]}" for n in names if row[n]), axis=1),
-        where=df["base"] + " · " + df["mode"],
-        value=column,
-    )
+# Above this many grid cells the heatmap is written as plain HTML rather than through pandas'
+# Styler, which spends seconds on a large sweep and writes two CSS rules per cell for its tooltips
+# (a page of tens of megabytes a browser is slow to open). Below it, the page is as it always was.
+STYLER_MAX_CELLS = 10_000
+
+
+def pin_labels(df: pd.DataFrame, names: list[str]) -> list[str]:
+    """Each row's pins as the table's row label: "numpy 1.26.4, scipy 1.11.4" (blank pins left out)."""
+    if not names:
+        return [""] * len(df)
+    columns = [df[n].tolist() for n in names]
+    return [", ".join(f"{n} {v}" for n, v in zip(names, pins, strict=True) if v)
+            for pins in zip(*columns, strict=True)]
+
+
+def _grid(df: pd.DataFrame, labels: list[str], column: pd.Series | list[str]) -> pd.DataFrame:
+    work = pd.DataFrame({"pins": labels, "where": df["base"] + " · " + df["mode"], "value": column}, index=df.index)
     return work.pivot_table(index="pins", columns="where", values="value", aggfunc="first")
+
+
+def _tips(df: pd.DataFrame) -> list[str]:
+    """What hovering over a cell shows: its id, outcome, error and known issue."""
+    return [f"{cell}: {outcome}{': ' + error if error else ''}{' [known issue: ' + issue + ']' if issue else ''}"
+            for cell, outcome, error, issue in zip(df["cell"].tolist(), df["outcome"].tolist(), df["error"].tolist(),
+                                                   df["issue"].tolist(), strict=True)]
 
 
 def html(df: pd.DataFrame, names: list[str], layout: pd.DataFrame, title: str = "Compatibility matrix") -> str:
     """A heatmap in `layout`'s order (report.pivot), coloured by outcome, error and issue on hover."""
     if df.empty:
         return f"<!doctype html><title>{title}</title><h1>{title}</h1><p>No cells ran.</p>\n"
-    outcomes = _grid(df, names, df["outcome"]).reindex(index=layout.index, columns=layout.columns)
+    labels = pin_labels(df, names)
+    outcomes = _grid(df, labels, df["outcome"]).reindex(index=layout.index, columns=layout.columns)
+    tips = _grid(df, labels, _tips(df)).reindex(index=layout.index, columns=layout.columns).fillna("not run")
+    legend = "".join(f'<span style="background-color:{COLOURS[o]};padding:2px 8px;margin-right:6px">'
+                     f"{o.value}</span>" for o in Outcome)
+    head = (f"<!doctype html>\n<meta charset=\"utf-8\">\n<title>{title}</title>\n<h1>{title}</h1>\n"
+            f"<p>{legend}</p>\n")
+    if outcomes.size > STYLER_MAX_CELLS:
+        return head + _plain_heatmap(outcomes, tips)
     words = outcomes.map(lambda o: LABELS[Outcome(o)] if isinstance(o, str) else "·")
     words = words.rename_axis(index="pins", columns="base · mode")
-    tips = _grid(df, names, df["cell"] + ": " + df["outcome"] + (
-        df["error"].where(df["error"] == "", ": " + df["error"])) + (
-        df["issue"].where(df["issue"] == "", " [known issue: " + df["issue"] + "]"))
-    ).reindex(index=layout.index, columns=layout.columns).fillna("not run")
 
     def colour(value: object) -> str:
         return f"background-color: {COLOURS[Outcome(value)]}" if isinstance(value, str) else ""
@@ -63,10 +87,28 @@ def html(df: pd.DataFrame, names: list[str], layout: pd.DataFrame, title: str = 
               .apply(lambda _: outcomes.map(colour), axis=None)
               .set_tooltips(tips)
               .set_table_styles([{"selector": "td", "props": "text-align: center; padding: 4px 10px"}]))
-    legend = "".join(f'<span style="background-color:{COLOURS[o]};padding:2px 8px;margin-right:6px">'
-                     f"{o.value}</span>" for o in Outcome)
-    return (f"<!doctype html>\n<meta charset=\"utf-8\">\n<title>{title}</title>\n<h1>{title}</h1>\n"
-            f"<p>{legend}</p>\n{styler.to_html()}\n")
+    return f"{head}{styler.to_html()}\n"
+
+
+def _plain_heatmap(outcomes: pd.DataFrame, tips: pd.DataFrame) -> str:
+    """The heatmap of a large sweep: the same table, a CSS class per outcome, the tooltip as a title."""
+    esc = htmllib.escape
+    cls = {o.value: f' class="o-{o.value}"' for o in Outcome}
+    word = {o.value: LABELS[o] for o in Outcome}
+    style = "\n".join(f"table.matrix td.o-{o.value} {{ background-color: {COLOURS[o]}; }}" for o in Outcome)
+    out = ["<style type=\"text/css\">\n"
+           "table.matrix td { text-align: center; padding: 4px 10px; }\n"
+           f"{style}\n</style>\n<table class=\"matrix\">\n  <thead>\n"
+           "    <tr><th>base · mode</th>"
+           + "".join(f"<th>{esc(str(c))}</th>" for c in outcomes.columns)
+           + "</tr>\n    <tr><th>pins</th>" + "<th></th>" * len(outcomes.columns) + "</tr>\n  </thead>\n  <tbody>\n"]
+    for pins, row, row_tips in zip(outcomes.index, outcomes.itertuples(index=False, name=None),
+                                   tips.itertuples(index=False, name=None), strict=True):
+        cells = "".join(f'<td{cls[o]} title="{esc(t)}">{word[o]}</td>' if isinstance(o, str)
+                        else f'<td title="{esc(t)}">·</td>' for o, t in zip(row, row_tips, strict=True))
+        out.append(f"    <tr><th>{esc(str(pins))}</th>{cells}</tr>\n")
+    out.append("  </tbody>\n</table>\n")
+    return "".join(out)
 
 
 def junit(df: pd.DataFrame, name: str = "compat-matrix") -> str:
@@ -76,22 +118,94 @@ def junit(df: pd.DataFrame, name: str = "compat-matrix") -> str:
                        failures=str(int(df["outcome"].isin(incompatible).sum())),
                        errors=str(int((df["outcome"] == Outcome.INFRA_ERROR.value).sum())),
                        time=f"{df['duration_s'].sum():.2f}" if not df.empty else "0")
-    for row in df.itertuples(index=False):
-        case = ET.SubElement(suite, "testcase", classname=f"{row.base}.{row.mode}", name=row.cell,
-                             time=f"{row.duration_s:.2f}")
-        message = row.error + (f" [known issue: {row.issue}]" if row.issue else "")
-        if row.outcome in incompatible:
-            ET.SubElement(case, "failure", type=row.outcome, message=message).text = message
-        elif row.outcome == Outcome.INFRA_ERROR.value:
-            ET.SubElement(case, "error", type=row.outcome, message=message).text = message
-        elif row.outcome == Outcome.WARN.value:
-            ET.SubElement(case, "system-out").text = f"warn: {row.error}"
     root = ET.Element("testsuites")
     root.append(suite)
+    if df.empty:
+        ET.indent(root)
+        return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+    # The testcases are written as text, the way ElementTree writes them indented: its serialiser
+    # is pure Python, seconds for a large sweep. The envelope still comes from ElementTree.
+    marker = "\0testcases\0"
+    suite.text = marker
     ET.indent(root)
-    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+    envelope = ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+    columns = [df[c].tolist() for c in ("base", "mode", "cell", "duration_s", "outcome", "error", "issue")]
+    infra, warn = Outcome.INFRA_ERROR.value, Outcome.WARN.value
+    cases = []
+    for base, mode, cell, duration_s, outcome, error, issue in zip(*columns, strict=True):
+        case = f'<testcase classname="{_attr(f"{base}.{mode}")}" name="{_attr(cell)}" time="{duration_s:.2f}"'
+        message = error + (f" [known issue: {issue}]" if issue else "")
+        if outcome in incompatible or outcome == infra:
+            tag = "failure" if outcome in incompatible else "error"
+            child = f'<{tag} type="{_attr(outcome)}" message="{_attr(message)}"'
+            child += f">{escape(message)}</{tag}>" if message else " />"
+            cases.append(f"{case}>\n      {child}\n    </testcase>")
+        elif outcome == warn:
+            cases.append(f"{case}>\n      <system-out>{escape(f'warn: {error}')}</system-out>\n    </testcase>")
+        else:
+            cases.append(f"{case} />")
+    return envelope.replace(marker, "\n    " + "\n    ".join(cases) + "\n  ", 1)
+
+
+# What ElementTree escapes in an attribute value besides & < >.
+_ATTRIBUTE_ENTITIES = {'"': "&quot;", "\r": "&#13;", "\n": "&#10;", "\t": "&#09;"}
+
+
+def _attr(value: str) -> str:
+    return escape(value, _ATTRIBUTE_ENTITIES)
 
 
 def as_json(df: pd.DataFrame) -> str:
     """The table's rows as JSON objects (empty strings for absent values, as in the CSV)."""
-    return json.dumps({"cells": df.fillna("").to_dict(orient="records")}, indent=1, ensure_ascii=False) + "\n"
+    filled = df.fillna("")
+    fast = _json_rows(filled)
+    if fast is not None:
+        return fast
+    return json.dumps({"cells": filled.to_dict(orient="records")}, indent=1, ensure_ascii=False) + "\n"
+
+
+_FLOATS = {float("inf"): "Infinity", float("-inf"): "-Infinity"}
+
+
+def _json_value(value: object) -> str | None:
+    """One scalar as json.dumps writes it; None for anything that is not a plain scalar."""
+    kind = type(value)
+    if kind is str:
+        return json.encoder.encode_basestring(value)  # type: ignore[attr-defined]
+    if kind is float:
+        return "NaN" if value != value else _FLOATS.get(value) or float.__repr__(value)  # type: ignore[arg-type]
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return int.__repr__(value)  # type: ignore[arg-type]
+    if value is None:
+        return "null"
+    return None
+
+
+def _json_rows(df: pd.DataFrame) -> str | None:
+    """json.dumps({"cells": rows}, indent=1, ensure_ascii=False) of plain scalars, written directly.
+
+    json's indenting encoder is pure Python: seconds for the rows of a large sweep. None when a
+    value is not a str, float, int, bool or None (json.dumps decides then).
+    """
+    if not df.columns.is_unique or any(type(c) is not str for c in df.columns):
+        return None
+    if df.empty:
+        return None
+    encode = json.encoder.encode_basestring  # type: ignore[attr-defined]
+    encoded = []
+    for i in range(df.shape[1]):
+        values = df.iloc[:, i].tolist()
+        if set(map(type, values)) == {str}:
+            encoded.append(list(map(encode, values)))
+            continue
+        column = [_json_value(v) for v in values]
+        if None in column:
+            return None
+        encoded.append(column)
+    # One row: "  {\n   "cell": …,\n   "base": …\n  }", the keys written once into a template.
+    keys = [encode(name).replace("{", "{{").replace("}", "}}") for name in df.columns]
+    template = "  {{\n" + ",\n".join(f"   {key}: {{}}" for key in keys) + "\n  }}"
+    rows = [template.format(*fields) for fields in zip(*encoded, strict=True)]
+    return '{\n "cells": [\n' + ",\n".join(rows) + "\n ]\n}\n"

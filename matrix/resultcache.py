@@ -94,6 +94,6 @@ class ResultCache:
         return None if record.outcome is Outcome.INFRA_ERROR else record
 
     def put(self, key: str, record: Record) -> None:
-        if record.outcome is Outcome.INFRA_ERROR or not record.base_id:
-            return  # no verdict, or a base we could not identify: nothing to reuse safely
+        if record.outcome is Outcome.INFRA_ERROR:
+            return  # no verdict
         atomic_write(self._path(key), json.dumps(record.serialize(), sort_keys=True) + "\n")

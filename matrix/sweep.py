@@ -147,7 +147,7 @@ class _Sweep:
         else:
             if record.outcome is Outcome.INFRA_ERROR:
                 self.persistent.add(record.error)
-        if self.cache is not None and cell.base in self.base_ids:
+        if self.cache is not None and self.base_ids.get(cell.base):  # a base we cannot identify: not kept
             self.cache.put(self.cache.key(cell, self.base_ids[cell.base]), record)
         return record
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import _thread
+import threading
 from pathlib import Path
 
 from matrix.cells import Cell
 from matrix.classify import Outcome
+from matrix.errors import Cancelled
+from matrix.resultcache import ResultCache
 from matrix.spec import Base
 from matrix.store import Record, load_records
 from matrix.sweep import sweep
@@ -31,6 +35,12 @@ class ScriptedBackend:
 
     def close(self, *, interrupted: bool) -> None:
         pass
+
+    def cancel(self) -> None:
+        pass
+
+    def base_id(self, base: Base) -> str:
+        return ""
 
     def run_cell(self, cell: Cell, log_dir: Path) -> Record:
         assert log_dir.is_dir()
@@ -84,3 +94,79 @@ def test_progress_shows_done_total_current_cell_and_eta(tmp_path: Path) -> None:
     starts = [ln for ln in lines if ln.startswith("[")]
     assert starts[0] == f"[1/3] {CELLS[0].id} ..."
     assert starts[2].startswith(f"[3/3] {CELLS[2].id} ... (about ") and starts[2].endswith("s left)")
+
+
+class BarrierBackend(ScriptedBackend):
+    """Each cell waits until `width` cells are in run_cell at once: it can only pass when the sweep
+    really runs that many side by side (no timing involved)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__([])
+        self.barrier = threading.Barrier(width, timeout=20)
+        self.cancelled = False
+
+    def run_cell(self, cell: Cell, log_dir: Path) -> Record:
+        self.barrier.wait()
+        return Record(cell=cell.id, base=cell.base, mode=cell.mode, pins=cell.pin_dict, outcome=Outcome.PASS)
+
+
+def test_jobs_run_cells_side_by_side_and_keep_every_record(tmp_path: Path) -> None:
+    cells = tuple(Cell("b", mode, (("numpy", v),)) for v in ("1.0", "2.0") for mode in ("together", "layered"))
+    lines: list[str] = []
+    result = sweep(cells, BarrierBackend(2), tmp_path, "r1", echo=lines.append, jobs=2)
+    assert sorted(r.cell for r in result.records) == sorted(c.id for c in cells)
+    assert all(r.outcome is Outcome.PASS for r in result.records)
+    assert sorted(r.cell for r in load_records(tmp_path / "runs" / "r1.jsonl")) == sorted(c.id for c in cells)
+    # two at a time, one mode's cells first: the cells that differ only by mode are never side by side
+    started = [ln.split()[-2] if ln.endswith("...") else ln.split()[2] for ln in lines if ln.startswith("[")]
+    assert [c.split("-")[-1] for c in started] == ["together", "together", "layered", "layered"]
+
+
+class HangingBackend(ScriptedBackend):
+    """Cells that run until cancelled, the way an interrupted install or probe does."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.stop = threading.Event()
+        self.started = threading.Semaphore(0)
+
+    def cancel(self) -> None:
+        self.stop.set()
+
+    def run_cell(self, cell: Cell, log_dir: Path) -> Record:
+        self.started.release()
+        self.stop.wait(20)
+        raise Cancelled("the run was interrupted")
+
+
+def test_an_interrupt_cancels_the_cells_under_way_and_records_none_of_them(tmp_path: Path) -> None:
+    backend = HangingBackend()
+
+    def interrupt_once_both_run(wait: float) -> None:
+        raise AssertionError("no retries expected")
+
+    def echo(line: str) -> None:
+        if line.startswith("[2/"):
+            threading.Thread(target=lambda: (backend.started.acquire(), backend.started.acquire(),
+                                             _thread.interrupt_main())).start()
+
+    result = sweep(CELLS, backend, tmp_path, "r1", echo=echo, jobs=2, sleep=interrupt_once_both_run)
+    assert result.interrupted == 130 and backend.stop.is_set()
+    assert result.records == [] and load_records(tmp_path / "runs" / "r1.jsonl") == []
+
+
+def test_the_result_cache_answers_unchanged_cells_and_rerun_runs_them(make_spec, tmp_path: Path) -> None:
+    s = make_spec('bases: {b: {image: "x"}}\npackages: {numpy: ["1.0", "2.0", "3.0"]}\nmodes: [together]\n')
+    cache = ResultCache(s, "scripted", directory=tmp_path / "cache")
+    backend = ScriptedBackend([(Outcome.PASS, ""), (Outcome.NO_WHEEL, "x"), (Outcome.INFRA_ERROR, "net")] * 3)
+    backend.base_id = lambda base: "id-1"  # type: ignore[method-assign]
+    first = sweep(CELLS, backend, tmp_path / "r", "r1", echo=lambda _: None, cache=cache, retry_waits=())
+    assert [r.cached for r in first.records] == [False] * 3
+    lines: list[str] = []
+    again = sweep(CELLS, backend, tmp_path / "r", "r2", echo=lines.append, cache=cache, retry_waits=())
+    assert backend.calls == [c.id for c in CELLS] + [CELLS[2].id]  # the infra-error has no verdict to keep
+    assert [(r.outcome, r.cached) for r in again.records] == [
+        (Outcome.PASS, True), (Outcome.NO_WHEEL, True), (Outcome.PASS, False)]
+    assert "2 cell(s) from the result cache" in lines[0]
+    sweep(CELLS, backend, tmp_path / "r", "r3", echo=lambda _: None, cache=cache, rerun=True, retry_waits=())
+    assert len(backend.calls) == 7
