@@ -35,7 +35,7 @@ import difflib
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,10 @@ class Signature:
     regex: bool = False
 
     def matches(self, text: str) -> bool:
-        flat = collapse(text)
+        return self.matches_collapsed(collapse(text))
+
+    def matches_collapsed(self, flat: str) -> bool:
+        """matches() for text already collapsed (one collapse for every entry of a registry)."""
         if self.regex:
             return re.search(self.pattern, flat) is not None
         return collapse(self.pattern) in flat
@@ -100,12 +103,22 @@ class Issue:
 class Registry:
     path: Path | None
     issues: tuple[Issue, ...] = ()
+    # error text → the entry it matches: a sweep repeats the same failure text in many cells, and
+    # the table, the guard and the advisor each ask again.
+    _matched: dict[str, Issue | None] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def match(self, error_text: str) -> Issue | None:
         """The first entry whose signature the text contains (file order decides ties)."""
         if not error_text:
             return None
-        return next((i for i in self.issues if i.signature.matches(error_text)), None)
+        try:
+            return self._matched[error_text]
+        except KeyError:
+            pass
+        flat = collapse(error_text)
+        issue = next((i for i in self.issues if i.signature.matches_collapsed(flat)), None)
+        self._matched[error_text] = issue
+        return issue
 
     def match_record(self, record: Record) -> Issue | None:
         """The issue a failing cell hit; None for passing cells and infra errors."""
@@ -333,9 +346,12 @@ def group_unmatched(records: Iterable[Record], registry: Registry | None = None)
     """Failing cells no entry matches, grouped by outcome and normalised signature; biggest first."""
     reg = registry or Registry(None)
     groups: dict[tuple[Outcome, str], list[Record]] = {}
+    normalised: dict[str, str] = {}  # the same failure text recurs across cells
     for r in records:
         if r.outcome.is_incompatibility and reg.match_record(r) is None:
-            groups.setdefault((r.outcome, normalise_signature(r.error)), []).append(r)
+            if (sig := normalised.get(r.error)) is None:
+                sig = normalised[r.error] = normalise_signature(r.error)
+            groups.setdefault((r.outcome, sig), []).append(r)
     out = [UnmatchedGroup(sig, outcome, tuple(sorted(rs, key=lambda r: r.cell)))
            for (outcome, sig), rs in groups.items()]
     return sorted(out, key=lambda g: (-len(g.records), g.outcome.value, g.signature))
@@ -364,8 +380,9 @@ def _suggested_signature(group: UnmatchedGroup) -> Signature:
     # re.escape escapes spaces too (for verbose mode); the pattern reads better without.
     escaped = "".join(wild.get(p, re.escape(p).replace("\\ ", " ")) for p in literal)
     candidates.append(Signature(escaped, regex=True))
+    errors = {r.error: None for r in group.records}  # each distinct failure text once
     for sig in candidates:
-        if all(sig.matches(r.error) for r in group.records):
+        if all(sig.matches(e) for e in errors):
             return sig
     return candidates[-1]
 
@@ -381,6 +398,24 @@ def _suggested_name(group: UnmatchedGroup) -> str:
     return "_".join([*words[:5]] or [group.outcome.value.replace("-", "_")])
 
 
+def _pins_seen(records: Iterable[Record], order: Iterable[str]) -> dict[str, list[str]]:
+    """Each package's versions across the records, sorted: evidence.pin_of for every record, with
+    each spelling of a name canonicalised once rather than once per record."""
+    canon: dict[str, str] = {}
+    out = {}
+    for p in order:
+        key = evidence.canon(p)
+        versions = set()
+        for r in records:
+            for n, v in r.pins.items():
+                if (canon.get(n) or canon.setdefault(n, evidence.canon(n))) == key:
+                    if v:
+                        versions.add(v)
+                    break
+        out[p] = sorted(versions, key=evidence.version_key)
+    return out
+
+
 def suggest_entry(group: UnmatchedGroup, registry: Registry | None = None) -> str:
     """A registry entry for an unmatched group, as YAML to paste into known-issues.yaml."""
     sig = _suggested_signature(group)
@@ -390,8 +425,7 @@ def suggest_entry(group: UnmatchedGroup, registry: Registry | None = None) -> st
     while name in taken:
         name, n = f"{base_name}_{n}", n + 1
     order = evidence.package_order(group.records)
-    seen_pins = {p: sorted({v for r in group.records if (v := evidence.pin_of(r.pins, p))}, key=evidence.version_key)
-                 for p in order}
+    seen_pins = _pins_seen(group.records, order)
     places = sorted({f"{r.base}·{r.mode}" for r in group.records})
     cells = [r.cell for r in group.records]
     shown = ", ".join(cells[:6]) + (f", … ({len(cells) - 6} more)" if len(cells) > 6 else "")

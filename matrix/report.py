@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+import re
 from collections import Counter
 from pathlib import Path
 
 import pandas as pd
+import tabulate
 from packaging.version import Version
 
 from matrix import exports
 from matrix.classify import Outcome
-from matrix.registry import Registry, group_unmatched, suggest_entry
+from matrix.registry import Issue, Registry, group_unmatched, suggest_entry
 from matrix.store import Record, atomic_write, records_jsonl
 
 SYMBOLS = {
@@ -50,21 +53,39 @@ def table(records: list[Record], packages: tuple[str, ...] = (), registry: Regis
     """One row per cell; `issue` names the registry entry a failing cell hit."""
     names = packages_of(records, packages)
     hits = registry.matches(records) if registry else {}
-    rows = []
-    for r in records:
-        row: dict[str, object] = {"cell": r.cell, "base": r.base, "mode": r.mode}
-        row.update({p: r.pins.get(p, "") for p in names})
-        row.update({"outcome": r.outcome.value, "error": r.error,
-                    "issue": hits[r.cell].name if r.cell in hits else ""})
-        row.update({f"installed_{p}": r.installed.get(p) or "" for p in names})
-        row.update({"duration_s": r.duration_s, "backend": r.backend, "python": r.python or "",
-                    "engine": r.engine})
-        rows.append(row)
     columns = ["cell", "base", "mode", *names, "outcome", "error", "issue",
                *(f"installed_{p}" for p in names), "duration_s", "backend", "python", "engine"]
-    return pd.DataFrame(rows, columns=columns)
+    if len(set(columns)) < len(columns):  # a package named like a column: one dict per row decides
+        return pd.DataFrame([_row(r, names, hits) for r in records], columns=columns)
+    # Column by column: building a dict per row is most of the time for a large sweep.
+    data: dict[str, list[object]] = {
+        "cell": [r.cell for r in records], "base": [r.base for r in records], "mode": [r.mode for r in records]}
+    data.update({p: [r.pins.get(p, "") for r in records] for p in names})
+    data["outcome"] = [r.outcome.value for r in records]
+    data["error"] = [r.error for r in records]
+    data["issue"] = [hits[r.cell].name if r.cell in hits else "" for r in records]
+    data.update({f"installed_{p}": [r.installed.get(p) or "" for r in records] for p in names})
+    data["duration_s"] = [r.duration_s for r in records]
+    data["backend"] = [r.backend for r in records]
+    data["python"] = [r.python or "" for r in records]
+    data["engine"] = [r.engine for r in records]
+    if not records:
+        return pd.DataFrame([], columns=columns)
+    return pd.DataFrame(data, columns=columns)
 
 
+def _row(r: Record, names: list[str], hits: dict[str, Issue]) -> dict[str, object]:
+    row: dict[str, object] = {"cell": r.cell, "base": r.base, "mode": r.mode}
+    row.update({p: r.pins.get(p, "") for p in names})
+    row.update({"outcome": r.outcome.value, "error": r.error,
+                "issue": hits[r.cell].name if r.cell in hits else ""})
+    row.update({f"installed_{p}": r.installed.get(p) or "" for p in names})
+    row.update({"duration_s": r.duration_s, "backend": r.backend, "python": r.python or "",
+                "engine": r.engine})
+    return row
+
+
+@functools.lru_cache(maxsize=65536)
 def _version_key(text: str) -> tuple[int, Version | str]:
     try:
         return (0, Version(text))
@@ -77,10 +98,9 @@ def pivot(df: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     if df.empty:
         return pd.DataFrame()
     work = df.copy()
-    work["pins"] = work[names].apply(
-        lambda row: ", ".join(f"{n} {row[n]}" for n in names if row[n]), axis=1)
+    work["pins"] = exports.pin_labels(df, names)
     work["where"] = work["base"] + " · " + work["mode"]
-    work["symbol"] = work["outcome"].map(lambda o: SYMBOLS[Outcome(o)])
+    work["symbol"] = work["outcome"].map({o.value: SYMBOLS[o] for o in Outcome})
     grid = work.pivot_table(index="pins", columns="where", values="symbol", aggfunc="first")
     order = (work.drop_duplicates("pins")
              .sort_values(by=names, key=lambda col: col.map(_version_key))["pins"])
@@ -90,15 +110,17 @@ def pivot(df: pd.DataFrame, names: list[str]) -> pd.DataFrame:
 
 def markdown(df: pd.DataFrame, names: list[str], registry: Registry | None = None,
              records: list[Record] | None = None, changes: str | None = None,
-             title: str = "Compatibility matrix") -> str:
+             title: str = "Compatibility matrix", grid: pd.DataFrame | None = None) -> str:
+    """The table as Markdown; `grid` is pivot(df, names) when the caller already has it."""
     out = [f"# {title}", ""]
     counts = Counter(df["outcome"]) if not df.empty else Counter()
     out.append(", ".join(f"{SYMBOLS[o]} {o.value}: {counts[o.value]}" for o in Outcome if counts[o.value])
                or "No cells ran.")
     out.append("")
-    grid = pivot(df, names)
+    if grid is None:
+        grid = pivot(df, names)
     if not grid.empty:
-        out.append(grid.to_markdown(tablefmt="github"))
+        out.append(github_table(grid, index=True))
         out.append("")
     if changes is not None:
         out += ["## Changed since the last run", "", changes.rstrip(), ""]
@@ -109,11 +131,14 @@ def markdown(df: pd.DataFrame, names: list[str], registry: Registry | None = Non
         details["error"] = details["error"].map(lambda e: _one_line(e, 240))
         if registry is not None:
             # The fix next to the failure: what the seed's KNOWN_ISSUES list was for.
-            details["fix"] = details["issue"].map(
-                lambda name: _one_line(registry.get(name).solution, 120) if registry.get(name) else "")
+            fixes: dict[str, str] = {}
+            for name in dict.fromkeys(details["issue"]):
+                issue = registry.get(name)
+                fixes[name] = _one_line(issue.solution, 120) if issue else ""
+            details["fix"] = details["issue"].map(fixes)
         else:
             details = details.drop(columns="issue")
-        out.append(details.to_markdown(index=False, tablefmt="github"))
+        out.append(github_table(details, index=False))
         out.append("")
     if registry is not None and records:
         groups = group_unmatched(records, registry)
@@ -125,8 +150,86 @@ def markdown(df: pd.DataFrame, names: list[str], registry: Registry | None = Non
     out += ["## Legend", ""]
     legend = pd.DataFrame([{"": SYMBOLS[o], "outcome": o.value, "meaning": MEANINGS[o]} for o in Outcome]
                           + [{"": NOT_RUN, "outcome": "not run", "meaning": "excluded, or not selected"}])
-    out.append(legend.to_markdown(index=False, tablefmt="github"))
+    out.append(github_table(legend, index=False))
     return "\n".join(out) + "\n"
+
+
+# Characters that send tabulate down its slower paths (ANSI codes, line breaks, its separator marker).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# What tabulate might read as a number (1,234.5): such a column is aligned as numbers.
+_NUMBERISH = re.compile(r"[-+0-9,.]*")
+
+
+def github_table(df: pd.DataFrame, index: bool) -> str:
+    """df.to_markdown(index=index, tablefmt="github"), the same text, in a fraction of the time.
+
+    tabulate sniffs the type of every cell and measures every cell's width with wcwidth: seconds for
+    the tens of thousands of rows of a large sweep. Tables of text (all of this report's) are laid
+    out here the way tabulate lays them out; anything else is handed to tabulate.
+    """
+    text = _github_text_table(df, index)
+    return text if text is not None else df.to_markdown(index=index, tablefmt="github")
+
+
+def _plainly_text(value: str) -> bool:
+    """True when tabulate reads the value as text, not as a number, a boolean or a blank."""
+    if not value or value in ("True", "False") or _NUMBERISH.fullmatch(value):
+        return False
+    try:
+        float(value)
+    except ValueError:
+        return True
+    return False
+
+
+def _github_text_table(df: pd.DataFrame, index: bool) -> str | None:
+    """The github table when every header and cell is single-line text, else None."""
+    if df.empty or tabulate.PRESERVE_WHITESPACE:
+        return None
+    columns = [df.iloc[:, i].tolist() for i in range(df.shape[1])]
+    keys = list(df.columns)
+    if index:
+        if df.index.name is None or isinstance(df.index.name, list):
+            return None
+        keys.insert(0, df.index.name)
+        columns.insert(0, df.index.tolist())
+    headers = [str(k) for k in keys]
+    for values in columns:
+        if any(type(v) is not str for v in values):
+            return None
+        # tabulate's column type is the most general of its cells': one cell of text makes it text;
+        # blanks and True/False are laid out as text too.
+        if not any(_plainly_text(v) for v in values) and not all(v in ("", "True", "False") for v in values):
+            return None
+    if _CONTROL.search("".join(headers)) or any(_CONTROL.search("".join(values)) for values in columns):
+        return None
+    wide = getattr(tabulate, "wcwidth", None)
+    measure = wide.wcswidth if wide is not None and tabulate.WIDE_CHARS_MODE else len
+    widths_seen: dict[str, int] = {}
+
+    def width(s: str) -> int:
+        if s.isascii():  # printable ASCII (no control characters here): one column each
+            return len(s)
+        w = widths_seen.get(s)
+        if w is None:
+            w = widths_seen[s] = measure(s)
+        return w
+
+    padded_columns = []
+    colwidths = []
+    for header, values in zip(headers, columns, strict=True):
+        cells = [v.strip() for v in values]
+        cell_widths = [width(c) for c in cells]
+        header_width = width(header)
+        if header_width < 0 or min(cell_widths) < 0:
+            return None
+        colwidth = max(max(cell_widths), header_width + tabulate.MIN_PADDING)
+        padded_columns.append([c.ljust(colwidth - w + len(c)) for c, w in zip(cells, cell_widths, strict=True)])
+        colwidths.append(colwidth)
+    head = [h.ljust(w + len(h) - width(h)) for h, w in zip(headers, colwidths, strict=True)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("-" * (w + 2) for w in colwidths) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in zip(*padded_columns, strict=True)]
+    return "\n".join(lines)
 
 
 def _one_line(text: str, limit: int) -> str:
@@ -139,11 +242,12 @@ def write(records: list[Record], results_dir: Path, packages: tuple[str, ...] = 
     """The table and the records behind it (records.jsonl: what the registry and advisor read)."""
     names = packages_of(records, packages)
     df = table(records, packages, registry)
+    grid = pivot(df, names)
     outputs = {
         "records.jsonl": records_jsonl(records),
         "matrix.csv": df.to_csv(index=False),
-        "matrix.md": markdown(df, names, registry, records, changes),
-        "matrix.html": exports.html(df, names, pivot(df, names)),
+        "matrix.md": markdown(df, names, registry, records, changes, grid=grid),
+        "matrix.html": exports.html(df, names, grid),
         "junit.xml": exports.junit(df),
         "matrix.json": exports.as_json(df),
     }

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,8 +47,10 @@ class Record:
                    run_id=run_id, **fields)
 
     def serialize(self) -> dict[str, Any]:
-        out = asdict(self)
+        # Field by field rather than dataclasses.asdict: asdict deep-copies, 3 s for 100 000 records.
+        out = {name: getattr(self, name) for name in self.__dataclass_fields__}
         out["outcome"] = self.outcome.value
+        out["pins"], out["installed"] = dict(self.pins), dict(self.installed)
         return out
 
     @classmethod
