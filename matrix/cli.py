@@ -23,12 +23,10 @@ from matrix import (
     dockerfile,
     history,
     install,
-    knowngood,
     locks,
     probing,
     registry,
     registry_cli,
-    report,
     resultcache,
     spec,
     sweep,
@@ -37,7 +35,7 @@ from matrix.classify import Outcome
 from matrix.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, CompatMatrixError, ConfigError, EngineUnavailable
 from matrix.install import redact
 from matrix.registry import Registry
-from matrix.store import Record, load_records
+from matrix.store import Record, load_records, summary
 
 
 def _err(message: str) -> None:
@@ -281,7 +279,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
         paths, changes = _write_table(records, args.results, s, known)
     finally:
         with_lock.release(remove=False)
-    print(f"merged {len(records)} cells from {len(args.dirs)} directories: {report.summary(records)}")
+    print(f"merged {len(records)} cells from {len(args.dirs)} directories: {summary(records)}")
     print("wrote " + ", ".join(str(p) for p in paths))
     regressed = _print_regressions(changes)
     return EXIT_FAILED if regressed and args.fail_on_regression else EXIT_OK
@@ -325,11 +323,28 @@ def _write_table(records: list[Record], results: Path, s: spec.Spec, known: Regi
     pins. Shared by run and merge, so a merged table is written as an unsharded run's is."""
     previous = _previous_table(results)
     changes = history.diff(previous, records) if previous is not None else None
+    if previous is not None and _same(previous, records) and all((results / f).is_file() for f in TABLE_FILES):
+        return [], changes  # an unchanged re-run: the table and the known-good pins stand as they are
+    # Here, not at the top: pandas takes half a second to import, and an unchanged re-run needs none of it.
+    from matrix import knowngood, report
+
     paths = report.write(records, results, s.package_names, known,
                          history.format_diff(changes, markdown=True) if changes else None)
     if known is not None and known_good:
         paths.append(knowngood.write(records, known, packages=s.package_names))
     return paths, changes
+
+
+# What report.write() writes: all of them present and the records unchanged, nothing is rewritten.
+TABLE_FILES = ("records.jsonl", "matrix.csv", "matrix.md", "matrix.html", "junit.xml", "matrix.json")
+
+
+def _same(previous: list[Record], records: list[Record]) -> bool:
+    """The same verdicts from the same runs (whether read from the result cache or not)."""
+    def plain(rs: list[Record]) -> list[dict[str, object]]:
+        return [dict(r.serialize(), cached=False) for r in rs]
+
+    return plain(previous) == plain(records)
 
 
 def _print_regressions(changes: history.Diff | None) -> bool:
@@ -352,6 +367,8 @@ def _previous_table(results: Path) -> list[Record] | None:
 def cmd_run(args: argparse.Namespace) -> int:
     s, plan, chosen = _selected(args)
     if not chosen:  # an empty shard: an empty table, so a CI fan-out needs no special case
+        from matrix import report
+
         report.write([], args.results, s.package_names)
         return EXIT_OK
     known = _registry(args)
@@ -396,6 +413,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         outcome.total += len(kept)
         paths, changes = _write_table(outcome.records, results, s, known,
                                       known_good=outcome.interrupted is None)
+        if not paths:
+            print(f"the table in {results} stands: every verdict is the one it holds")
         if outcome.interrupted is None:
             paths.append(history.keep(outcome.records, results, run_id))
     finally:
@@ -405,7 +424,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             _err(f"cleanup of run {run_id} failed: {e}")
         run_lock.release()
         results_lock.release(remove=False)
-    print(f"{len(outcome.records)}/{outcome.total} cells: {report.summary(outcome.records)}")
+    print(f"{len(outcome.records)}/{outcome.total} cells: {summary(outcome.records)}")
     regressed = _print_regressions(changes)
     print("wrote " + ", ".join(str(p) for p in paths) + f", logs in {results / 'logs'}")
     if outcome.interrupted is not None:

@@ -10,7 +10,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from matrix import advisor, evidence, guardfile, knowngood, preflight, registry, spec
+from matrix import evidence, guardfile, registry, spec
 from matrix.errors import EXIT_OK, ConfigError
 from matrix.store import Record
 
@@ -57,6 +57,8 @@ def _images(config: Path | None) -> dict[str, str]:
 def cmd_pins(args: argparse.Namespace) -> int:
     reg = registry.load(args.registry)
     records = evidence.latest_records(args.results)
+    from matrix import advisor  # here: `compat-matrix run` need not load it
+
     advice = advisor.advise(records, args.query, base=args.base, registry=reg, maximise=args.newest)
     print(advisor.format_advice(advice), end="")
     return EXIT_OK
@@ -64,6 +66,8 @@ def cmd_pins(args: argparse.Namespace) -> int:
 
 def cmd_preflight(args: argparse.Namespace) -> int:
     reg = registry.load(args.registry)
+    from matrix import preflight  # here: `compat-matrix run` need not load it
+
     report = preflight.preflight(
         args.dockerfile, args.baseline, _records_if_any(args.results), reg,
         base=args.base, images=_images(args.config), build_args=_build_args(args.build_arg),
@@ -101,6 +105,8 @@ def cmd_registry(args: argparse.Namespace) -> int:
         print("suggested entry for the registry:")
         print(registry.suggest_entry(group, reg), end="")
     if args.write_known_good:
+        from matrix import knowngood
+
         path = knowngood.write(records, reg)
         print(f"\nwrote {path}")
     return EXIT_OK

@@ -256,6 +256,3 @@ def write(records: list[Record], results_dir: Path, packages: tuple[str, ...] = 
     return [results_dir / name for name in outputs]
 
 
-def summary(records: list[Record]) -> str:
-    counts = Counter(r.outcome for r in records)
-    return ", ".join(f"{counts[o]} {o.value}" for o in Outcome if counts[o]) or "no cells"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -104,3 +105,9 @@ def load_records(path: Path) -> list[Record]:
             if line.strip():
                 out.append(Record.from_dict(json.loads(line)))
     return out
+
+
+def summary(records: list[Record]) -> str:
+    """"3 pass, 1 import-error": the outcomes of some records, in the taxonomy's order."""
+    counts = Counter(r.outcome for r in records)
+    return ", ".join(f"{counts[o]} {o.value}" for o in Outcome if counts[o]) or "no cells"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from matrix import report
+from matrix import report, store
 from matrix.classify import Outcome
 from matrix.store import Record, RecordLog, load_records
 
@@ -64,7 +64,7 @@ def test_records_round_trip(tmp_path: Path) -> None:
 
 
 def test_summary_counts() -> None:
-    assert report.summary(RECORDS) == "3 pass, 1 import-error, 1 resolve-conflict"
+    assert store.summary(RECORDS) == "3 pass, 1 import-error, 1 resolve-conflict"
 
 
 REGISTRY = """
