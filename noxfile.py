@@ -65,3 +65,12 @@ def lint(session: nox.Session) -> None:
     """ruff over the package, the probes, the tests and this file."""
     session.install("ruff")
     session.run("ruff", "check", "matrix", "probes", "tests", "noxfile.py", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Issue #7's speed targets side by side: the naive way, the nox + uv peer and ours on one 12-cell
+    matrix, then re-runs, bytes fetched and the micro-benchmarks; prints ratios (needs the engine)."""
+    install_project(session)
+    session.install("nox")
+    session.run("python", "-m", "benchmarks.bench", *session.posargs)

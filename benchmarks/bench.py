@@ -1,0 +1,220 @@
+"""`nox -s bench`: issue #7's speed targets, measured side by side in one run, printed as ratios.
+
+On the 12 cells python 3.11 × numpy {1.26.4, 2.0.2, 2.2.6} × scipy {1.11.4, 1.13.1} × {together,
+layered} (benchmarks/matrix-12.yaml) it times, with warm package caches:
+
+- the naive way: one `docker build` per cell with `RUN pip install` (benchmarks/baselines.naive);
+- the nox + uv peer: a parametrized noxfile run as `nox -j 2` (benchmarks/baselines.peer);
+- compat-matrix, both backends, `--jobs 2` and `--jobs 1`, every cell run (`--rerun`);
+- compat-matrix again with nothing changed (the result cache answers);
+
+and then the bytes a sweep fetches from a cold package cache against the bytes of the unique wheels
+it installs, and the engine-free micro-benchmarks (planning 10 000 cells, the table of 100 000
+records). Every way must give every cell the same outcome. Exit status 1 when a target is missed.
+
+Needs the Docker Engine and the local base image (`bash .ci/engine-up.sh`), pyenv's python3.11 and
+the package index. Its caches are its own (a scratch result cache; the engine's package cache
+volume and prefix image are shared with real runs, as a second sweep would share them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks import baselines, micro
+from matrix.store import load_records
+
+MATRIX = Path(__file__).resolve().parent / "matrix-12.yaml"
+TARGETS = {"naive": 5.0, "peer": 2.0, "jobs": 1.6, "rerun": 0.03, "bytes": 1.05}
+
+
+@dataclass
+class Way:
+    name: str
+    seconds: float
+    outcomes: dict[str, str]
+    received: int = 0
+    per_cell: dict[str, float] = field(default_factory=dict)
+
+
+def _received(run: Callable[[], object]) -> tuple[object, int]:
+    before = baselines.rx_bytes()
+    out = run()
+    return out, baselines.rx_bytes() - before
+
+
+def ours(backend: str, jobs: int, work: Path, env: dict[str, str], *, rerun: bool = True,
+         results: Path | None = None) -> Way:
+    """One `compat-matrix run` of the bench matrix, timed as a whole (process start to exit)."""
+    results = results or work / f"ours-{backend}-j{jobs}-{time.monotonic_ns()}"
+    cmd = [sys.executable, "-m", "matrix", "run", "--backend", backend, "--config", str(MATRIX),
+           "--results", str(results), "--jobs", str(jobs), *(["--rerun"] if rerun else [])]
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800, check=False)
+
+    t0 = time.perf_counter()
+    done, received = _received(run)
+    seconds = time.perf_counter() - t0
+    assert isinstance(done, subprocess.CompletedProcess)
+    if done.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+    records = load_records(results / "records.jsonl")
+    label = f"compat-matrix {backend} --jobs {jobs}" + ("" if rerun else " (unchanged re-run)")
+    return Way(label, seconds, {r.cell: r.outcome.value for r in records}, received,
+               {r.cell: r.duration_s for r in records})
+
+
+def unique_wheel_bytes(uv_cache: Path, index_url: str = "https://pypi.org/simple") -> tuple[int, list[str]]:
+    """The sizes (from the index's PEP 691 JSON) of the wheels uv's cache holds: the unique wheels
+    a sweep that started from this empty cache downloaded."""
+    cafile = os.environ.get("PIP_CERT") or os.environ.get("SSL_CERT_FILE")
+    context = ssl.create_default_context(cafile=cafile)
+    names: dict[str, list[str]] = {}
+    for entry in uv_cache.glob("wheels-v*/pypi/*/*.msgpack"):
+        names.setdefault(entry.parent.name, []).append(entry.name[: -len(".msgpack")])
+    total, wheels = 0, []
+    for project, stems in sorted(names.items()):
+        req = urllib.request.Request(f"{index_url}/{project}/",
+                                     headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+        with urllib.request.urlopen(req, timeout=60, context=context) as resp:  # noqa: S310 - the index
+            files = {f["filename"]: f.get("size", 0) for f in json.load(resp)["files"]}
+        for stem in sorted(stems):
+            filename = f"{project}-{stem}.whl"
+            match = next((size for name, size in files.items() if name.lower() == filename.lower()), None)
+            if match is None:
+                raise SystemExit(f"bench: {filename} is not on the index as a file; cannot size it")
+            total += int(match)
+            wheels.append(f"{filename} ({int(match) / 1e6:.1f} MB)")
+    return total, wheels
+
+
+def _same_outcomes(ways: list[Way]) -> list[str]:
+    first = ways[0].outcomes
+    return [f"{w.name}: {cell} is {w.outcomes.get(cell)} there, {outcome} in {ways[0].name}"
+            for w in ways[1:] for cell, outcome in first.items() if w.outcomes.get(cell) != outcome]
+
+
+def _check(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
+
+
+def main() -> int:
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # a machine setting here; no way of the bench gets it
+    missed: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="compat-matrix-bench-") as tmp:
+        work = Path(tmp)
+        env = dict(os.environ, COMPAT_MATRIX_CACHE=str(work / "cache"))
+        python = baselines.python311()
+        cells = baselines.CELLS
+        n = len(cells)
+        print(f"compat-matrix bench: {n} cells, python 3.11 × numpy × scipy × {{together, layered}}; "
+              f"{os.cpu_count()} cores")
+
+        print("warming the package caches (untimed): ours on both backends, the peer once ...", flush=True)
+        for backend in ("venv", "docker"):
+            ours(backend, 2, work, env)
+        baselines._run_nox(python, cells, work, 2, "warmup")
+
+        print("timing, one way after the other ...", flush=True)
+        naive_result, naive_rx = _received(lambda: baselines.naive(baselines.IMAGE, cells, work))
+        assert isinstance(naive_result, baselines.Result)
+        naive = Way("naive: docker build + pip per cell", naive_result.seconds, naive_result.outcomes, naive_rx,
+                    naive_result.per_cell)
+        peer_result, peer_rx = _received(lambda: baselines.peer(python, cells, work, jobs=2, warmup=False))
+        assert isinstance(peer_result, baselines.Result)
+        peer = Way("peer: nox -j 2, uv backend", peer_result.seconds, peer_result.outcomes, peer_rx,
+                   peer_result.per_cell)
+        venv2 = ours("venv", 2, work, env)
+        docker2 = ours("docker", 2, work, env)
+        venv1 = ours("venv", 1, work, env)
+        docker1 = ours("docker", 1, work, env)
+        # An unchanged re-run: the same command again, on the results of a first run.
+        reruns = {}
+        for backend, first in (("venv", venv2), ("docker", docker2)):
+            results = work / f"rerun-{backend}"
+            ours(backend, 2, work, env, results=results)
+            reruns[backend] = (first, ours(backend, 2, work, env, rerun=False, results=results))
+
+        ways = [naive, peer, venv2, docker2, venv1, docker1, *(r for _, r in reruns.values())]
+        print()
+        print(f"{'way':<46}{'wall s':>8}{'s/cell':>8}{'vs naive':>10}{'vs peer':>9}{'MB recv':>9}")
+        for w in ways:
+            print(f"{w.name:<46}{w.seconds:>8.1f}{w.seconds / n:>8.2f}{naive.seconds / w.seconds:>9.1f}×"
+                  f"{peer.seconds / w.seconds:>8.1f}×{w.received / 1e6:>9.1f}")
+        print()
+        print("per cell (s): " + "  ".join(w.name.split(":")[0].split(" --")[0].replace("compat-matrix ", "")
+                                          + ("" if "--jobs" not in w.name else w.name[w.name.index(" --"):])
+                                          for w in (naive, peer, venv2, docker2)))
+        for cell in cells:
+            key = baselines.cell_id(cell)
+            row = "  ".join(f"{w.per_cell.get(key, float('nan')):6.1f}" for w in (naive, peer, venv2, docker2))
+            print(f"  {key:<42} {naive.outcomes.get(key, '?'):<17} {row}")
+
+        differ = _same_outcomes(ways)
+        print()
+        print(f"same outcomes in every way: {_check(not differ)}")
+        for line in differ:
+            print(f"  {line}")
+        missed += ["outcomes"] if differ else []
+
+        def target(name: str, label: str, value: float, ok: bool) -> None:
+            print(f"{label:<72}{value:>8.2f}   {_check(ok)}")
+            if not ok:
+                missed.append(name)
+
+        print()
+        for w in (docker2, venv2):
+            target("naive", f"{w.name} vs naive (≥ {TARGETS['naive']:.0f}×)", naive.seconds / w.seconds,
+                   naive.seconds / w.seconds >= TARGETS["naive"])
+        target("peer", f"{venv2.name} vs the nox + uv peer (≥ {TARGETS['peer']:.0f}×)", peer.seconds / venv2.seconds,
+               peer.seconds / venv2.seconds >= TARGETS["peer"])
+        for one, two in ((venv1, venv2), (docker1, docker2)):
+            target("jobs", f"{two.name.split(' --')[0]}: 1 job / 2 jobs (≥ {TARGETS['jobs']}×)",
+                   one.seconds / two.seconds, one.seconds / two.seconds >= TARGETS["jobs"])
+        for backend, (first, again) in reruns.items():
+            ratio = again.seconds / first.seconds
+            target("rerun", f"compat-matrix {backend}: unchanged re-run / first run (≤ {TARGETS['rerun']:.0%}), "
+                   f"{again.seconds:.2f} s", ratio, ratio <= TARGETS["rerun"])
+
+        # Bytes: a sweep from an empty package cache, then the same sweep again.
+        cold_cache = work / "uv-cold"
+        cold_env = dict(env, UV_CACHE_DIR=str(cold_cache), COMPAT_MATRIX_CACHE=str(work / "cache-cold"))
+        cold = ours("venv", 2, work, cold_env)
+        warm = ours("venv", 2, work, cold_env)
+        unique, wheels = unique_wheel_bytes(cold_cache)
+        wheel_bytes = cold.received - warm.received
+        print(f"bytes: from an empty package cache {cold.received / 1e6:.1f} MB received, the same sweep again "
+              f"{warm.received / 1e6:.1f} MB (index pages: this proxy sends them without cache headers)")
+        print(f"       unique wheels installed: {len(wheels)}, {unique / 1e6:.1f} MB: {', '.join(wheels)}")
+        target("bytes", f"wheel bytes fetched (cold − warm) / unique wheel bytes (≤ {TARGETS['bytes']})",
+               wheel_bytes / unique, wheel_bytes / unique <= TARGETS["bytes"])
+        print(f"       naive, for comparison: {naive.received / 1e6:.1f} MB received "
+              f"({naive.received / unique:.1f}× the unique wheels)")
+        shutil.rmtree(cold_cache, ignore_errors=True)
+
+        print()
+        plan_s, planned = micro.plan_seconds()
+        target("plan", f"planning {planned} cells, s (< {micro.PLAN_TARGET_S:.0f} s)", plan_s,
+               plan_s < micro.PLAN_TARGET_S)
+        parts = micro.table_seconds(100_000, work / "table")
+        target("table", f"the table from 100 000 records, s (< {micro.TABLE_TARGET_S:.0f} s)", parts["total"],
+               parts["total"] < micro.TABLE_TARGET_S)
+    print()
+    print("all targets met" if not missed else f"missed: {', '.join(missed)}")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
