@@ -339,6 +339,10 @@ def _write_table(records: list[Record], results: Path, s: spec.Spec, known: Regi
 TABLE_FILES = ("records.jsonl", "matrix.csv", "matrix.md", "matrix.html", "junit.xml", "matrix.json")
 
 
+def _load_report() -> None:
+    """Import the table writer (pandas: half a second) while the cells run, not after them."""
+    from matrix import knowngood, report  # noqa: F401 - imported for later
+
 def _same(previous: list[Record], records: list[Record]) -> bool:
     """The same verdicts from the same runs (whether read from the result cache or not)."""
     def plain(rs: list[Record]) -> list[dict[str, object]]:
@@ -405,7 +409,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         with sweep.sigterm_raises():
             cache = resultcache.ResultCache(s, backend.name, issue_probes)
             outcome = sweep.sweep(runnable, backend, results, run_id, jobs=args.jobs or sweep.default_jobs(),
-                                  cache=cache, rerun=args.rerun)
+                                  cache=cache, rerun=args.rerun, meanwhile=_load_report)
         # Kept verdicts first in matrix order, as an uninterrupted run would have written them.
         order = {c.id: i for i, c in enumerate(chosen)}
         outcome.records[:0] = list(kept.values())

@@ -98,6 +98,7 @@ class DockerBackend:
         self.keep = keep
         self.uv_binary = Path(find_uv_bin())
         self.shared = probing.SharedProbes()
+        self.first_installs = install.FirstInstalls()
         self._lock = threading.Lock()
         self._base_errors: dict[str, str | None] = {}
         self._base_ids: dict[str, str] = {}
@@ -256,6 +257,20 @@ class DockerBackend:
                 self.engine.put_files(b.bench, dict(missing))
                 b.wheels |= set(missing)
 
+    def _install(self, b: _Base, cell: Cell, venv: str, env: dict[str, str], log: list[str]) -> Verdict | None:
+        """Make the cell's venv and run its installer steps in the workbench; the verdict of the
+        first that fails, else None."""
+        base = self.spec.base(cell.base)
+        for argv in [dockerfile.venv_command(base, venv), *dockerfile.install_commands(cell, self.spec, venv)]:
+            self._check()
+            log.append("$ " + shlex.join(argv) + "\n")
+            done = self.engine.exec(b.bench, argv, env)
+            self._check()
+            log.append(done.stdout + done.stderr)
+            if done.exit_code != 0:
+                return classify_install(redact(done.stdout + done.stderr))
+        return None
+
     def _run(self, cell: Cell, log_dir: Path, record: Record, venv: str) -> Verdict:
         base_error = self._base_error(cell.base)
         if base_error:
@@ -269,14 +284,10 @@ class DockerBackend:
         env = {"UV_CONFIG_FILE": UV_TOML} if install.has_credentials(self.spec) else {}
         log: list[str] = []
         try:
-            for argv in [dockerfile.venv_command(base, venv), *dockerfile.install_commands(cell, self.spec, venv)]:
-                self._check()
-                log.append("$ " + shlex.join(argv) + "\n")
-                done = self.engine.exec(b.bench, argv, env)
-                self._check()
-                log.append(done.stdout + done.stderr)
-                if done.exit_code != 0:
-                    return classify_install(redact(done.stdout + done.stderr))
+            with self.first_installs.hold(cell):
+                failed = self._install(b, cell, venv, env, log)
+            if failed is not None:
+                return failed
         finally:
             (log_dir / "install.log").write_text(redact("".join(log)), encoding="utf-8")
         printed = self.engine.exec(b.bench, [f"{venv}/bin/python", dockerfile.FINGERPRINT])

@@ -7,10 +7,39 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from matrix.cells import Cell, install_order
 from matrix.spec import Spec
+
+
+class FirstInstalls:
+    """Two cells that install a pin nobody has installed yet in this run would both download it:
+    the second waits for the first (then finds it in the package cache). Once a pin has been
+    installed, nobody waits for it again."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._done: set[str] = set()
+
+    @contextmanager
+    def hold(self, cell: Cell) -> Iterator[None]:
+        with self._lock:
+            new = sorted(f"{n}=={v}" for n, v in cell.pins if f"{n}=={v}" not in self._done)
+            locks = [self._locks.setdefault(pin, threading.Lock()) for pin in new]
+        for lock in locks:  # in one order for every cell: no two cells wait on each other
+            lock.acquire()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._done.update(new)
+            for lock in locks:
+                lock.release()
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from uv import find_uv_bin
 
-from matrix import install, interpreters, locks, probing
+from matrix import bytecode, install, interpreters, locks, probing, resultcache
 from matrix.cells import Cell
 from matrix.classify import Outcome, Verdict, classify_install
 from matrix.errors import Cancelled
@@ -49,6 +49,7 @@ class VenvBackend:
         self.keep = keep
         self.uv = find_uv_bin()
         self.shared = probing.SharedProbes()
+        self.first_installs = install.FirstInstalls()
         self._lock = threading.Lock()
         self._running: set[subprocess.Popen[bytes]] = set()
         self._cancelled = False
@@ -124,14 +125,10 @@ class VenvBackend:
             config.write_text(install.uv_toml(self.spec, list(self.spec.install.find_links)), encoding="utf-8")
             env["UV_CONFIG_FILE"] = str(config)
         try:
-            for argv in commands:
-                log.append("$ " + shlex.join(["uv", *argv[1:]]) + "\n")
-                done = self._proc(argv, env, work, _INSTALL_TIMEOUT_S)
-                if done.timed_out:
-                    return Verdict(Outcome.INFRA_ERROR, f"the installer did not finish in {_INSTALL_TIMEOUT_S} s")
-                log.append(done.stdout + done.stderr)
-                if done.exit_code != 0:
-                    return classify_install(redact(done.stdout + done.stderr))
+            with self.first_installs.hold(cell):
+                failed = self._install(commands, env, work, log)
+            if failed is not None:
+                return failed
         finally:
             (log_dir / "install.log").write_text(redact("".join(log)), encoding="utf-8")
 
@@ -145,9 +142,11 @@ class VenvBackend:
 
         def probe() -> probing.Probed:
             nonce = probing.new_nonce()
+            pycache = work / "pycache"
+            bytecode.link(venv, pycache, resultcache.cache_root() / "pyc")
             probe_env = dict(env)
             probe_env.update(probing.environment(cell, nonce, limits.timeout_s, self.issue_probes,
-                                                 pycache=str(work / "pycache")), HOME=str(home))
+                                                 pycache=str(pycache)), HOME=str(home))
             ran = self._proc([python, str(probing.probes_dir() / "_driver.py")], probe_env, work,
                              probing.driver_timeout(limits.timeout_s))
             report, verdict = probing.conclude(ran, nonce, log_dir, "none")
@@ -156,6 +155,18 @@ class VenvBackend:
         probed = self.shared.probe(cell, fingerprint, log_dir, probe)
         record.python, record.installed = probed.report.python, probed.report.installed
         return probed.verdict
+
+    def _install(self, commands: list[list[str]], env: dict[str, str], work: Path, log: list[str]) -> Verdict | None:
+        """Run the cell's installer commands; the verdict of the first that fails, else None."""
+        for argv in commands:
+            log.append("$ " + shlex.join(["uv", *argv[1:]]) + "\n")
+            done = self._proc(argv, env, work, _INSTALL_TIMEOUT_S)
+            if done.timed_out:
+                return Verdict(Outcome.INFRA_ERROR, f"the installer did not finish in {_INSTALL_TIMEOUT_S} s")
+            log.append(done.stdout + done.stderr)
+            if done.exit_code != 0:
+                return classify_install(redact(done.stdout + done.stderr))
+        return None
 
     def cancel(self) -> None:
         """Kill what the cells under way are running; their run_cell raises Cancelled."""

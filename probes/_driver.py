@@ -1,7 +1,9 @@
-"""Runs every probe of this directory in its own subprocess and reports one JSON line each.
+"""Runs every probe of this directory and reports one JSON line each.
 
-Runs inside the cell's environment with nothing but the standard library (Python 3.6+). A probe
-that segfaults, hangs or floods its output takes down only itself. Probes write their verdict to a
+Runs inside the cell's environment with nothing but the standard library (Python 3.6+). The probes
+first run one after another in one interpreter (the heavy imports happen once); from the first
+probe that does not pass, each runs in a subprocess of its own, as if the group had never been.
+A probe that segfaults, hangs or floods its output takes down only itself. Probes write their verdict to a
 result file, not to stdout, so whatever a package prints on import cannot pass for a result; the
 lines this driver prints start with a nonce the host chose and the probes never see.
 """
@@ -18,6 +20,9 @@ import time
 NONCE_VAR = "COMPAT_MATRIX_NONCE"
 TAIL = 4000
 MAX_RESULT = 1 << 20
+GROUP_FLAG = "--group"
+# "0": every probe in a process of its own from the start (the group is an optimisation only).
+GROUP_VAR = "COMPAT_MATRIX_PROBE_GROUP"
 
 
 def tail(path):
@@ -42,7 +47,39 @@ def installed(pins):
     return out
 
 
+def read_result(result_path):
+    if os.path.exists(result_path) and os.path.getsize(result_path) <= MAX_RESULT:
+        try:
+            with open(result_path, encoding="utf-8") as f:
+                return json.load(f)
+        except ValueError:
+            return None
+    return None
+
+
+def probe_record(path, returncode, timed_out, duration_s, out_path, err_path, result_path):
+    return {
+        "probe": os.path.splitext(os.path.basename(path))[0],
+        "returncode": returncode,
+        "signal": -returncode if returncode < 0 else None,
+        "timed_out": timed_out,
+        "duration_s": round(duration_s, 3),
+        "stdout_tail": tail(out_path),
+        "stderr_tail": tail(err_path),
+        "result": read_result(result_path),
+    }
+
+
+def kill(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        pass
+    proc.wait()
+
+
 def run_probe(path, timeout, env):
+    """One probe in a process of its own."""
     work = tempfile.mkdtemp(prefix="cm-probe-")
     try:
         result_path = os.path.join(work, "result.json")
@@ -60,28 +97,91 @@ def run_probe(path, timeout, env):
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 timed_out = True
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except OSError:
-                    pass
-                proc.wait()
-        record = {
-            "probe": os.path.splitext(os.path.basename(path))[0],
-            "returncode": proc.returncode,
-            "signal": -proc.returncode if proc.returncode < 0 else None,
-            "timed_out": timed_out,
-            "duration_s": round(time.monotonic() - started, 3),
-            "stdout_tail": tail(out_path),
-            "stderr_tail": tail(err_path),
-            "result": None,
-        }
-        if os.path.exists(result_path) and os.path.getsize(result_path) <= MAX_RESULT:
-            try:
-                with open(result_path, encoding="utf-8") as f:
-                    record["result"] = json.load(f)
-            except ValueError:
-                record["result"] = None
-        return record
+                kill(proc)
+        return probe_record(path, proc.returncode, timed_out, time.monotonic() - started, out_path, err_path,
+                            result_path)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def group_child(work, paths):
+    """In this one interpreter, each probe in turn as __main__, its stdout and stderr into files of
+    its own; stops after the first probe that did not pass (it leaves the interpreter in a state a
+    fresh process would not see). Markers tell the driver where it is."""
+    import runpy
+    import traceback
+
+    for i, path in enumerate(paths):
+        base = os.path.join(work, str(i))
+        open(base + ".started", "w").close()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, suffix in ((1, ".stdout"), (2, ".stderr")):
+            target = os.open(base + suffix, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.dup2(target, fd)
+            os.close(target)
+        os.environ["COMPAT_MATRIX_RESULT"] = base + ".result"
+        sys.argv = [path]
+        started = time.monotonic()
+        code = 0
+        try:
+            runpy.run_path(path, run_name="__main__")
+        except SystemExit as e:
+            if e.code is not None and not isinstance(e.code, int):
+                sys.stderr.write("%s\n" % (e.code,))
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        except BaseException:  # noqa: BLE001 - what an uncaught exception does to a process of its own
+            traceback.print_exc()
+            code = 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        with open(base + ".done", "w") as f:
+            f.write("%d %f" % (code, time.monotonic() - started))
+        verdict = read_result(base + ".result") or {}
+        if code != 0 or verdict.get("status") not in ("pass", "skip"):
+            break
+    os._exit(0)  # a probe's leftover threads do not hold the group up
+
+
+def run_group(paths, timeout, env):
+    """The probes in one interpreter (each imports numpy and scipy once instead of once a probe),
+    as far as they pass: {index: record} for the probes it ran. One that crashed or outran its
+    limit gets the record a process of its own would have given it; the driver runs the rest (from
+    the first that failed) each in a process of its own, as always."""
+    work = tempfile.mkdtemp(prefix="cm-group-")
+    records = {}
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), GROUP_FLAG, work] + paths, stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=work, start_new_session=True,
+        )
+        i, noticed = 0, None
+        while i < len(paths):
+            base = os.path.join(work, str(i))
+            files = (base + ".stdout", base + ".stderr", base + ".result")
+            if os.path.exists(base + ".done"):
+                with open(base + ".done") as f:
+                    code, took = f.read().split()
+                records[i] = probe_record(paths[i], int(code), False, float(took), *files)
+                i, noticed = i + 1, None
+                continue
+            if noticed is None and os.path.exists(base + ".started"):
+                noticed = time.monotonic()
+            if proc.poll() is not None:
+                if not os.path.exists(base + ".done"):
+                    if os.path.exists(base + ".started") and proc.returncode != 0:  # it took the interpreter down
+                        took = time.monotonic() - noticed if noticed is not None else 0.0
+                        records[i] = probe_record(paths[i], proc.returncode, False, took, *files)
+                    break
+                continue
+            if noticed is not None and time.monotonic() - noticed > timeout:
+                kill(proc)
+                records[i] = probe_record(paths[i], proc.returncode, True, time.monotonic() - noticed, *files)
+                break
+            time.sleep(0.01)
+        if proc.poll() is None:
+            proc.wait()
+        return records
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -103,12 +203,17 @@ def main():
         sys.stdout.flush()
 
     emit({"kind": "env", "python": "%d.%d.%d" % sys.version_info[:3], "installed": installed(pins)})
-    for name in names:
-        record = run_probe(os.path.join(here, name), timeout, env)
+    paths = [os.path.join(here, name) for name in names]
+    grouped = run_group(paths, timeout, env) if len(paths) > 1 and env.get(GROUP_VAR, "1") != "0" else {}
+    for i, path in enumerate(paths):
+        record = grouped.get(i) or run_probe(path, timeout, env)
         record["kind"] = "probe"
         emit(record)
     emit({"kind": "done"})
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == [GROUP_FLAG]:
+        group_child(sys.argv[2], sys.argv[3:])
+    else:
+        main()

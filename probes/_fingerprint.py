@@ -17,18 +17,29 @@ import sys
 SKIP = ("RECORD", "INSTALLER", "REQUESTED", "direct_url.json")
 
 
+def record_entries(record):
+    """A distribution's files under site-packages and their hashes, from its RECORD; None when a
+    file has no hash (its content is unknown). Also used by the host (matrix/bytecode.py)."""
+    entries = []
+    with open(record, newline="", encoding="utf-8") as f:
+        for row in csv.reader(f):
+            if not row or row[0].startswith("..") or row[0].endswith(SKIP) or "__pycache__" in row[0]:
+                continue
+            if len(row) < 2 or not row[1]:
+                return None
+            entries.append(row[0] + "\0" + row[1])
+    return sorted(entries)
+
+
 def main():
     h = hashlib.sha256(sys.version.encode() + b"\0" + sys.platform.encode())
     entries = []
     for sp in sorted(set(site.getsitepackages())):
         for record in sorted(glob.glob(os.path.join(sp, "*.dist-info", "RECORD"))):
-            with open(record, newline="", encoding="utf-8") as f:
-                for row in csv.reader(f):
-                    if not row or row[0].startswith("..") or row[0].endswith(SKIP) or "__pycache__" in row[0]:
-                        continue
-                    if len(row) < 2 or not row[1]:
-                        return 1
-                    entries.append(row[0] + "\0" + row[1])
+            found = record_entries(record)
+            if found is None:
+                return 1
+            entries += found
     for entry in sorted(entries):
         h.update(entry.encode() + b"\n")
     sys.stdout.write(h.hexdigest() + "\n")

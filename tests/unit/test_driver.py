@@ -35,7 +35,7 @@ NASTY = {
 
 def run_driver(tmp_path: Path, probes: dict[str, str], timeout: float = 3.0) -> probing.DriverReport:
     d = tmp_path / "probes"
-    d.mkdir()
+    d.mkdir(parents=True)
     for name in ("_driver.py", "_probe.py"):
         shutil.copy(probing.probes_dir() / name, d / name)
     for name, text in probes.items():
@@ -125,3 +125,37 @@ def test_registry_snippets_run_and_absent_packages_skip(tmp_path: Path) -> None:
     assert v.outcome is Outcome.IMPORT_ERROR
     assert v.error.startswith("known_issues: issue seen: raise ValueError(")
     assert "numpy.dtype size changed" in v.error
+
+
+GROUPED = {
+    "a_ok.py": ("import sys, _probe\nprint('a says hello')\nsys.stderr.write('a warns\\n')\n"
+                "_probe.run([('ok', lambda: None)])\n"),
+    "b_ok.py": "import _probe\nprint('b says hello')\n_probe.run([('ok', lambda: None)])\n",
+    "c_segfault.py": "import ctypes\nprint('c before the crash', flush=True)\nctypes.string_at(0)\n",
+    "d_raises.py": NASTY["d_raises.py"],
+    "e_ok.py": "import _probe\n_probe.run([('ok', lambda: None)])\n",
+}
+
+
+def comparable(report: probing.DriverReport) -> list[tuple[object, ...]]:
+    return [(p["probe"], p["returncode"], p["signal"], p["timed_out"], p["stdout_tail"].strip(),
+             (p["result"] or {}).get("status"), classify_probe(p).outcome) for p in report.probes]
+
+
+def test_probes_in_one_interpreter_report_what_a_process_each_would(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    grouped = run_driver(tmp_path / "group", GROUPED)
+    monkeypatch.setenv("COMPAT_MATRIX_PROBE_GROUP", "0")
+    alone = run_driver(tmp_path / "alone", GROUPED)
+    assert comparable(grouped) == comparable(alone)
+    by_name = {p["probe"]: p for p in grouped.probes}
+    assert by_name["a_ok"]["stdout_tail"] == "a says hello\n" and by_name["a_ok"]["stderr_tail"] == "a warns\n"
+    assert by_name["b_ok"]["stdout_tail"] == "b says hello\n" and by_name["b_ok"]["stderr_tail"] == ""
+    assert by_name["c_segfault"]["signal"] == 11 and "before the crash" in by_name["c_segfault"]["stdout_tail"]
+
+
+def test_a_probe_that_hangs_in_the_group_times_out_alone(tmp_path: Path) -> None:
+    report = run_driver(tmp_path, {"a_ok.py": GROUPED["a_ok.py"], "b_hang.py": NASTY["b_hang.py"],
+                                   "c_ok.py": GROUPED["e_ok.py"]}, timeout=2.0)
+    outcomes = {p["probe"]: classify_probe(p).outcome for p in report.probes}
+    assert outcomes == {"a_ok": Outcome.PASS, "b_hang": Outcome.TIMEOUT, "c_ok": Outcome.PASS}

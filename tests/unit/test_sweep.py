@@ -117,9 +117,9 @@ def test_jobs_run_cells_side_by_side_and_keep_every_record(tmp_path: Path) -> No
     assert sorted(r.cell for r in result.records) == sorted(c.id for c in cells)
     assert all(r.outcome is Outcome.PASS for r in result.records)
     assert sorted(r.cell for r in load_records(tmp_path / "runs" / "r1.jsonl")) == sorted(c.id for c in cells)
-    # two at a time, one mode's cells first: the cells that differ only by mode are never side by side
+    # two at a time, one mode's cells first (layered): the cells that differ only by mode are never side by side
     started = [ln.split()[-2] if ln.endswith("...") else ln.split()[2] for ln in lines if ln.startswith("[")]
-    assert [c.split("-")[-1] for c in started] == ["together", "together", "layered", "layered"]
+    assert [c.split("-")[-1] for c in started] == ["layered", "layered", "together", "together"]
 
 
 class HangingBackend(ScriptedBackend):
@@ -170,3 +170,31 @@ def test_the_result_cache_answers_unchanged_cells_and_rerun_runs_them(make_spec,
     assert "2 cell(s) from the result cache" in lines[0]
     sweep(CELLS, backend, tmp_path / "r", "r3", echo=lambda _: None, cache=cache, rerun=True, retry_waits=())
     assert len(backend.calls) == 7
+
+
+def test_the_first_install_of_a_pin_is_waited_for_and_later_ones_are_not() -> None:
+    from matrix.install import FirstInstalls
+
+    first = FirstInstalls()
+    a = Cell("b", "together", (("numpy", "1.0"), ("scipy", "1.0")))
+    b = Cell("b", "layered", (("numpy", "1.0"), ("scipy", "2.0")))
+    order: list[str] = []
+    inside = threading.Event()
+
+    def second() -> None:
+        with first.hold(b):
+            order.append("b")
+
+    with first.hold(a):
+        t = threading.Thread(target=second)
+        t.start()
+        t.join(0.3)
+        assert t.is_alive()  # numpy==1.0 is being installed by a: b waits
+        order.append("a")
+    t.join(10)
+    assert order == ["a", "b"]
+    with first.hold(a):  # installed once already: nobody waits
+        inside.set()
+        with first.hold(b):
+            pass
+    assert inside.is_set()
