@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks import baselines, micro
+from matrix import sweep
 from matrix.store import load_records
 
 MATRIX = Path(__file__).resolve().parent / "matrix-12.yaml"
@@ -54,12 +55,13 @@ def _received(run: Callable[[], object]) -> tuple[object, int]:
     return out, baselines.rx_bytes() - before
 
 
-def ours(backend: str, jobs: int, work: Path, env: dict[str, str], *, rerun: bool = True,
+def ours(backend: str, jobs: int | None, work: Path, env: dict[str, str], *, rerun: bool = True,
          results: Path | None = None) -> Way:
-    """One `compat-matrix run` of the bench matrix, timed as a whole (process start to exit)."""
+    """One `compat-matrix run` of the bench matrix, timed as a whole (process start to exit);
+    `jobs` None: the default number of workers."""
     results = results or work / f"ours-{backend}-j{jobs}-{time.monotonic_ns()}"
     cmd = [sys.executable, "-m", "matrix", "run", "--backend", backend, "--config", str(MATRIX),
-           "--results", str(results), "--jobs", str(jobs), *(["--rerun"] if rerun else [])]
+           "--results", str(results), *(["--jobs", str(jobs)] if jobs else []), *(["--rerun"] if rerun else [])]
 
     def run() -> subprocess.CompletedProcess[str]:
         return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800, check=False)
@@ -71,7 +73,8 @@ def ours(backend: str, jobs: int, work: Path, env: dict[str, str], *, rerun: boo
     if done.returncode != 0:
         raise SystemExit(f"bench: {' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
     records = load_records(results / "records.jsonl")
-    label = f"compat-matrix {backend} --jobs {jobs}" + ("" if rerun else " (unchanged re-run)")
+    label = f"compat-matrix {backend}" + (f" --jobs {jobs}" if jobs else f" (default: {sweep.default_jobs()} jobs)")
+    label += "" if rerun else ", unchanged re-run"
     return Way(label, seconds, {r.cell: r.outcome.value for r in records}, received,
                {r.cell: r.duration_s for r in records})
 
@@ -124,7 +127,7 @@ def main() -> int:
 
         print("warming the package caches (untimed): ours on both backends, the peer once ...", flush=True)
         for backend in ("venv", "docker"):
-            ours(backend, 2, work, env)
+            ours(backend, None, work, env)
         baselines._run_nox(python, cells, work, 2, "warmup")
 
         print("timing, one way after the other ...", flush=True)
@@ -136,30 +139,27 @@ def main() -> int:
         assert isinstance(peer_result, baselines.Result)
         peer = Way("peer: nox -j 2, uv backend", peer_result.seconds, peer_result.outcomes, peer_rx,
                    peer_result.per_cell)
-        venv2 = ours("venv", 2, work, env)
-        docker2 = ours("docker", 2, work, env)
-        venv1 = ours("venv", 1, work, env)
-        docker1 = ours("docker", 1, work, env)
-        # An unchanged re-run: the same command again, on the results of a first run.
+        # An unchanged re-run: the same command again, on the results of the first.
         reruns = {}
-        for backend, first in (("venv", venv2), ("docker", docker2)):
-            results = work / f"rerun-{backend}"
-            ours(backend, 2, work, env, results=results)
-            reruns[backend] = (first, ours(backend, 2, work, env, rerun=False, results=results))
+        for backend in ("venv", "docker"):
+            results = work / f"ours-{backend}"
+            first = ours(backend, None, work, env, results=results)
+            reruns[backend] = (first, ours(backend, None, work, env, rerun=False, results=results))
+        venv, docker = reruns["venv"][0], reruns["docker"][0]
+        venv2, docker2 = ours("venv", 2, work, env), ours("docker", 2, work, env)
+        venv1, docker1 = ours("venv", 1, work, env), ours("docker", 1, work, env)
 
-        ways = [naive, peer, venv2, docker2, venv1, docker1, *(r for _, r in reruns.values())]
+        ways = [naive, peer, venv, docker, *(r for _, r in reruns.values()), venv2, docker2, venv1, docker1]
         print()
-        print(f"{'way':<46}{'wall s':>8}{'s/cell':>8}{'vs naive':>10}{'vs peer':>9}{'MB recv':>9}")
+        print(f"{'way':<56}{'wall s':>8}{'s/cell':>8}{'vs naive':>10}{'vs peer':>9}{'MB recv':>9}")
         for w in ways:
-            print(f"{w.name:<46}{w.seconds:>8.1f}{w.seconds / n:>8.2f}{naive.seconds / w.seconds:>9.1f}×"
+            print(f"{w.name:<56}{w.seconds:>8.1f}{w.seconds / n:>8.2f}{naive.seconds / w.seconds:>9.1f}×"
                   f"{peer.seconds / w.seconds:>8.1f}×{w.received / 1e6:>9.1f}")
         print()
-        print("per cell (s): " + "  ".join(w.name.split(":")[0].split(" --")[0].replace("compat-matrix ", "")
-                                          + ("" if "--jobs" not in w.name else w.name[w.name.index(" --"):])
-                                          for w in (naive, peer, venv2, docker2)))
+        print(f"per cell, s: {'':<42} {'outcome':<17}  naive    peer    venv  docker")
         for cell in cells:
             key = baselines.cell_id(cell)
-            row = "  ".join(f"{w.per_cell.get(key, float('nan')):6.1f}" for w in (naive, peer, venv2, docker2))
+            row = "  ".join(f"{w.per_cell.get(key, float('nan')):6.1f}" for w in (naive, peer, venv, docker))
             print(f"  {key:<42} {naive.outcomes.get(key, '?'):<17} {row}")
 
         differ = _same_outcomes(ways)
@@ -175,11 +175,11 @@ def main() -> int:
                 missed.append(name)
 
         print()
-        for w in (docker2, venv2):
+        for w in (docker, venv):
             target("naive", f"{w.name} vs naive (≥ {TARGETS['naive']:.0f}×)", naive.seconds / w.seconds,
                    naive.seconds / w.seconds >= TARGETS["naive"])
-        target("peer", f"{venv2.name} vs the nox + uv peer (≥ {TARGETS['peer']:.0f}×)", peer.seconds / venv2.seconds,
-               peer.seconds / venv2.seconds >= TARGETS["peer"])
+        target("peer", f"{venv.name} vs the nox + uv peer (≥ {TARGETS['peer']:.0f}×)", peer.seconds / venv.seconds,
+               peer.seconds / venv.seconds >= TARGETS["peer"])
         for one, two in ((venv1, venv2), (docker1, docker2)):
             target("jobs", f"{two.name.split(' --')[0]}: 1 job / 2 jobs (≥ {TARGETS['jobs']}×)",
                    one.seconds / two.seconds, one.seconds / two.seconds >= TARGETS["jobs"])
@@ -191,8 +191,8 @@ def main() -> int:
         # Bytes: a sweep from an empty package cache, then the same sweep again.
         cold_cache = work / "uv-cold"
         cold_env = dict(env, UV_CACHE_DIR=str(cold_cache), COMPAT_MATRIX_CACHE=str(work / "cache-cold"))
-        cold = ours("venv", 2, work, cold_env)
-        warm = ours("venv", 2, work, cold_env)
+        cold = ours("venv", None, work, cold_env)
+        warm = ours("venv", None, work, cold_env)
         unique, wheels = unique_wheel_bytes(cold_cache)
         wheel_bytes = cold.received - warm.received
         print(f"bytes: from an empty package cache {cold.received / 1e6:.1f} MB received, the same sweep again "
