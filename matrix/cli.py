@@ -97,9 +97,9 @@ def _parser() -> argparse.ArgumentParser:
     df.add_argument("b", metavar="RUN_B")
     df.add_argument("--results", default="results", type=Path)
 
-    cl = sub.add_parser("clean", help="remove what compat-matrix keeps between runs: the result cache, and on the "
-                        "engine the prefix images and the package cache volume")
-    cl.add_argument("--engine-only", action="store_true", help="keep the result cache (verdicts) on this machine")
+    cl = sub.add_parser("clean", help="remove what compat-matrix keeps between runs: the result cache, shared "
+                        "bytecode and index answers here, the prefix images and the package cache volume on the engine")
+    cl.add_argument("--engine-only", action="store_true", help="keep what is kept on this machine")
 
     sh = sub.add_parser("shards", help="print a CI matrix of N shards")
     sh.add_argument("--github", type=int, metavar="N", required=True,
@@ -291,9 +291,9 @@ def cmd_clean(args: argparse.Namespace) -> int:
     from matrix.engine import DockerEngine, EngineFault
 
     if not args.engine_only:
-        where = resultcache.cache_root() / "results"
+        where = resultcache.cache_root()
         shutil.rmtree(where, ignore_errors=True)
-        print(f"removed the result cache {where}")
+        print(f"removed {where} (verdicts, shared bytecode, index answers)")
     try:
         engine = DockerEngine()
     except EngineUnavailable as e:

@@ -117,3 +117,15 @@ def test_shards_prints_a_github_matrix(capsys: pytest.CaptureFixture[str]) -> No
 def test_a_bad_shard_is_bad_input(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list", "--config", str(config), "--shard", "3/2"]) == 2
     assert "--shard" in capsys.readouterr().err
+
+
+def test_clean_removes_what_is_kept_here_and_says_when_no_engine_answers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    kept = tmp_path / "kept"
+    (kept / "results" / "ab").mkdir(parents=True)
+    (kept / "results" / "ab" / "x.json").write_text("{}")
+    monkeypatch.setenv("COMPAT_MATRIX_CACHE", str(kept))
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no.sock")
+    assert main(["clean"]) == 0
+    assert not kept.exists()
+    assert "no engine to clean" in capsys.readouterr().out
