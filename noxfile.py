@@ -62,9 +62,9 @@ def unit(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff over the package, the probes, the tests and this file."""
+    """ruff over the package, the probes, the tests, the benchmarks and this file."""
     session.install("ruff")
-    session.run("ruff", "check", "matrix", "probes", "tests", "noxfile.py", *session.posargs)
+    session.run("ruff", "check", "matrix", "probes", "tests", "benchmarks", "noxfile.py", *session.posargs)
 
 
 @nox.session
