@@ -11,11 +11,8 @@ import base64
 import datetime as dt
 import hashlib
 import json
-import ssl
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,13 +112,17 @@ def fetch(name: str, index_url: str | None = None, ca_bundle: Path | None = None
         auth = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
         headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
         url = urllib.parse.urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
+    import ssl  # here: only a fetch needs them, and every command imports this module
+    from urllib import error as url_error
+    from urllib import request as url_request
+
     context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60,
+        with url_request.urlopen(url_request.Request(url, headers=headers), timeout=60,
                                     context=context) as answer:
             text = answer.read().decode("utf-8")
         data = json.loads(text)
-    except (urllib.error.URLError, OSError, ValueError) as e:
+    except (url_error.URLError, OSError, ValueError) as e:
         raise IndexUnavailable(f"asking {url} for the releases of {name}: {e}") from None
     if not isinstance(data, dict) or "files" not in data:
         raise IndexUnavailable(f"{url} did not answer with the JSON simple API (PEP 691)")

@@ -7,6 +7,7 @@ is taken as it is. Every candidate is run once to prove it starts and to learn i
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import shutil
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
+
+from matrix.store import atomic_write
 
 _VERSION = re.compile(r"^[0-9]+\.[0-9]+$")
 
@@ -75,6 +78,19 @@ def find(python: str) -> Interpreter | None:
 def _probe(path: Path) -> Interpreter | None:
     if not (path.is_file() and os.access(path, os.X_OK)):
         return None
+    # Asking an interpreter its version costs a process start (40 ms, most of an unchanged
+    # re-run): the answer is kept for as long as the file that gave it is the same file.
+    from matrix.resultcache import cache_root  # here: resultcache imports much of the package
+
+    st = path.resolve().stat()
+    key = f"{path}|{path.resolve()}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}"
+    known = cache_root() / "interpreters.json"
+    try:
+        answers = json.loads(known.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        answers = {}
+    if isinstance(answers, dict) and isinstance(answers.get(key), str):
+        return Interpreter(str(path), answers[key])
     try:
         out = subprocess.run(
             [str(path), "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
@@ -82,4 +98,9 @@ def _probe(path: Path) -> Interpreter | None:
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return Interpreter(str(path), out.stdout.strip())
+    version = out.stdout.strip()
+    try:
+        atomic_write(known, json.dumps({**(answers if isinstance(answers, dict) else {}), key: version}))
+    except OSError:
+        pass  # asked again next time
+    return Interpreter(str(path), version)
