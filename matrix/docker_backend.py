@@ -126,7 +126,7 @@ class DockerBackend:
         try:
             if not self.keep:
                 for b in self._bases.values():
-                    if b.bench and not interrupted:
+                    if b.bench:  # gone already after an interrupt, maybe: then the next run's bench
                         self._quietly(b.bench, ["rm", "-rf", f"{dockerfile.VENVS}/{self.run_id}"])
                 # An interrupted build goes on in the daemon for a moment: wait it out.
                 self.engine.remove_labelled(self.run_id, settle_s=8.0 if interrupted else 0.0)
@@ -238,8 +238,12 @@ class DockerBackend:
                 b.failed = Verdict(Outcome.BUILD_ERROR, f"the environment cannot run Python: {base.image_python} "
                                    f"in {base.image}: {last[-1] if last else 'exited at once'}")
             else:
-                # The venvs of dead runs go with them; this run's cells, and the wheel directories, get theirs.
+                # The venvs of dead runs go with them, and any run's left untouched for an hour (an
+                # interrupted run's, whose workbench went first); this run's cells, and the wheel
+                # directories, get theirs.
                 self.engine.exec(b.bench, ["rm", "-rf", *(f"{dockerfile.VENVS}/{r}" for r in self._dead_runs)])
+                self.engine.exec(b.bench, ["find", dockerfile.VENVS, "-mindepth", "1", "-maxdepth", "1", "-type",
+                                           "d", "-mmin", "+60", "-exec", "rm", "-rf", "{}", "+"])
                 links = dockerfile.find_links_all(self.spec)
                 self.engine.exec(b.bench, ["mkdir", "-p", f"{dockerfile.VENVS}/{self.run_id}",
                                            *(p for p in links if "://" not in p)])

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from matrix import interpreters, probing
+from matrix import probing
 from matrix.cells import Cell
 from matrix.classify import Outcome, classify_probe, classify_probes
+from tests.unit.conftest import interpreter
 
 NASTY = {
     "a_segfault.py": "import ctypes\nctypes.string_at(0)\n",
@@ -90,11 +91,7 @@ def test_shipped_probes_pass_on_this_interpreter_where_numpy_is_absent_they_fail
 @pytest.mark.parametrize("version", ["3.6", "3.7", "3.8", "3.10", "3.12", "3.13"])
 def test_the_driver_and_probes_run_on_old_and_new_interpreters(version: str, tmp_path: Path) -> None:
     # The probes run on the cell's own Python, which may be far older or newer than ours.
-    found = interpreters.find(version)
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"python{version} is missing (pyenv has 3.6-3.13 on our machines)")
-        pytest.skip(f"no python{version} here")
+    found = interpreter(version)
     nonce = probing.new_nonce()
     env = dict(os.environ, **probing.environment(
         Cell("b", "together", (("compat-matrix-no-such-package", "1.0"),)), nonce, 30))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import threading
 import venv
@@ -10,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from matrix import interpreters, probing
+from matrix import probing
 from matrix.cells import Cell
 from matrix.classify import Outcome, Verdict
 from matrix.probing import DriverReport, Probed, SharedProbes
+from tests.unit.conftest import interpreter
 
 TOGETHER = Cell("b", "together", (("numpy", "1.26.4"),))
 LAYERED = Cell("b", "layered", (("numpy", "1.26.4"),))
@@ -103,11 +103,7 @@ def test_a_waiting_cell_probes_itself_when_the_first_run_failed(tmp_path: Path) 
 
 @pytest.mark.parametrize("version", ["3.6", "3.13"])
 def test_the_fingerprint_script_runs_on_old_and_new_interpreters(version: str, tmp_path: Path) -> None:
-    found = interpreters.find(version)
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"python{version} is missing (pyenv has 3.6-3.13 on our machines)")
-        pytest.skip(f"no python{version} here")
+    found = interpreter(version)
     env = tmp_path / "env"
     subprocess.run([found.path, "-m", "venv", "--without-pip", str(env)], check=True, timeout=120)
     out = fingerprint(env / "bin" / "python")
