@@ -98,7 +98,7 @@ class DockerBackend:
         self.keep = keep
         self.uv_binary = Path(find_uv_bin())
         self.shared = probing.SharedProbes()
-        self.first_installs = install.FirstInstalls()
+        self.installs = install.RunInstalls()
         self._lock = threading.Lock()
         self._base_errors: dict[str, str | None] = {}
         self._base_ids: dict[str, str] = {}
@@ -261,11 +261,13 @@ class DockerBackend:
                 self.engine.put_files(b.bench, dict(missing))
                 b.wheels |= set(missing)
 
-    def _install(self, b: _Base, cell: Cell, venv: str, env: dict[str, str], log: list[str]) -> Verdict | None:
+    def _install(self, b: _Base, cell: Cell, venv: str, env: dict[str, str], log: list[str], *,
+                 offline: bool) -> Verdict | None:
         """Make the cell's venv and run its installer steps in the workbench; the verdict of the
         first that fails, else None."""
         base = self.spec.base(cell.base)
-        for argv in [dockerfile.venv_command(base, venv), *dockerfile.install_commands(cell, self.spec, venv)]:
+        steps = dockerfile.install_commands(cell, self.spec, venv, offline=offline)
+        for argv in [dockerfile.venv_command(base, venv), *steps]:
             self._check()
             log.append("$ " + shlex.join(argv) + "\n")
             done = self.engine.exec(b.bench, argv, env)
@@ -288,8 +290,15 @@ class DockerBackend:
         env = {"UV_CONFIG_FILE": UV_TOML} if install.has_credentials(self.spec) else {}
         log: list[str] = []
         try:
-            with self.first_installs.hold(cell):
-                failed = self._install(b, cell, venv, env, log)
+            with self.installs.hold(cell) as seen:
+                failed = self._install(b, cell, venv, env, log, offline=True) if seen else None
+                if not seen or failed is not None:
+                    if seen:  # not all of it in the pages this run has read: as always, online
+                        log.append("# offline from this run's index pages: no; online\n")
+                        self.engine.exec(b.bench, ["rm", "-rf", venv])
+                    failed = self._install(b, cell, venv, env, log, offline=False)
+                    if failed is None:
+                        self.installs.installed(cell)
             if failed is not None:
                 return failed
         finally:

@@ -132,11 +132,11 @@ def venv_command(base: Base, venv: str) -> list[str]:
     return [UV, "venv", "--quiet", "--python", base.image_python, venv]
 
 
-def install_commands(cell: Cell, spec: Spec, venv: str) -> list[list[str]]:
+def install_commands(cell: Cell, spec: Spec, venv: str, *, offline: bool = False) -> list[list[str]]:
     """The cell's `uv pip` steps inside the image. With credentials in the index URLs the index
     options come from UV_CONFIG_FILE (install.uv_toml), never from the command line."""
     return install.uv_commands(cell, spec, UV, f"{venv}/bin/python", find_links(cell, spec),
-                               index_in_config=install.has_credentials(spec))
+                               index_in_config=install.has_credentials(spec), offline=offline)
 
 
 def context(cell: Cell, spec: Spec, uv_binary: Path) -> BuildContext:

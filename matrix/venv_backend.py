@@ -49,7 +49,7 @@ class VenvBackend:
         self.keep = keep
         self.uv = find_uv_bin()
         self.shared = probing.SharedProbes()
-        self.first_installs = install.FirstInstalls()
+        self.installs = install.RunInstalls()
         self._lock = threading.Lock()
         self._running: set[subprocess.Popen[bytes]] = set()
         self._cancelled = False
@@ -114,9 +114,12 @@ class VenvBackend:
         venv = work / "venv"
         python = str(venv / "bin" / "python")
         secret = install.has_credentials(self.spec)
-        commands = [[self.uv, "venv", "--quiet", "--python", found.path, str(venv)],
+
+        def commands(offline: bool) -> list[list[str]]:
+            return [[self.uv, "venv", "--quiet", "--python", found.path, str(venv)],
                     *install.uv_commands(cell, self.spec, self.uv, python, list(self.spec.install.find_links),
-                                         index_in_config=secret)]
+                                         index_in_config=secret, offline=offline)]
+
         log: list[str] = []
         env = self._env()
         if secret:  # index URLs with credentials: in a file only this user reads, not on command lines
@@ -125,8 +128,15 @@ class VenvBackend:
             config.write_text(install.uv_toml(self.spec, list(self.spec.install.find_links)), encoding="utf-8")
             env["UV_CONFIG_FILE"] = str(config)
         try:
-            with self.first_installs.hold(cell):
-                failed = self._install(commands, env, work, log)
+            with self.installs.hold(cell) as seen:
+                failed = self._install(commands(offline=True), env, work, log) if seen else None
+                if not seen or failed is not None:
+                    if seen:  # not all of it in the pages this run has read: as always, online
+                        log.append("# offline from this run's index pages: no; online\n")
+                        shutil.rmtree(venv, ignore_errors=True)
+                    failed = self._install(commands(offline=False), env, work, log)
+                    if failed is None:
+                        self.installs.installed(cell)
             if failed is not None:
                 return failed
         finally:

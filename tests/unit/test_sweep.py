@@ -172,29 +172,33 @@ def test_the_result_cache_answers_unchanged_cells_and_rerun_runs_them(make_spec,
     assert len(backend.calls) == 7
 
 
-def test_the_first_install_of_a_pin_is_waited_for_and_later_ones_are_not() -> None:
-    from matrix.install import FirstInstalls
+def test_the_first_install_of_a_pin_is_waited_for_and_only_pins_installed_in_the_run_go_offline() -> None:
+    from matrix.install import RunInstalls
 
-    first = FirstInstalls()
+    installs = RunInstalls()
     a = Cell("b", "together", (("numpy", "1.0"), ("scipy", "1.0")))
     b = Cell("b", "layered", (("numpy", "1.0"), ("scipy", "2.0")))
     order: list[str] = []
-    inside = threading.Event()
+    seen: dict[str, bool] = {}
 
     def second() -> None:
-        with first.hold(b):
+        with installs.hold(b) as offline:
+            seen["b"] = offline
             order.append("b")
 
-    with first.hold(a):
+    with installs.hold(a) as offline:
+        seen["a"] = offline
         t = threading.Thread(target=second)
         t.start()
         t.join(0.3)
         assert t.is_alive()  # numpy==1.0 is being installed by a: b waits
         order.append("a")
+        installs.installed(a)
     t.join(10)
-    assert order == ["a", "b"]
-    with first.hold(a):  # installed once already: nobody waits
-        inside.set()
-        with first.hold(b):
-            pass
-    assert inside.is_set()
+    assert order == ["a", "b"] and seen == {"a": False, "b": False}  # scipy==2.0 is new to the run
+    with installs.hold(a) as offline:  # installed once already: nobody waits, and the index pages are fresh
+        assert offline
+        with installs.hold(Cell("b", "together", (("numpy", "1.0"),))) as also:
+            assert also
+    with installs.hold(b) as offline:  # b's install never succeeded: still online
+        assert not offline
