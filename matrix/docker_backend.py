@@ -303,6 +303,9 @@ class DockerBackend:
                 return failed
         finally:
             (log_dir / "install.log").write_text(redact("".join(log)), encoding="utf-8")
+        # Bytecode for the distributions no cell has brought yet, compiled here, where no package
+        # code runs: the probe containers only read it (probes/_bytecode.py).
+        self.engine.exec(b.bench, [f"{venv}/bin/python", dockerfile.BYTECODE, "compile", dockerfile.PYC])
         printed = self.engine.exec(b.bench, [f"{venv}/bin/python", dockerfile.FINGERPRINT])
         fingerprint = printed.stdout.strip() if printed.exit_code == 0 else None
         limits = self.spec.limits
@@ -312,7 +315,8 @@ class DockerBackend:
             nonce = probing.new_nonce()
             ran = self.engine.run(
                 b.image, [f"{venv}/bin/python", dockerfile.DRIVER],
-                environment=probing.environment(cell, nonce, limits.timeout_s, self.issue_probes),
+                environment={**probing.environment(cell, nonce, limits.timeout_s, self.issue_probes),
+                             "COMPAT_MATRIX_PYC_OVERLAY": dockerfile.PYC},
                 labels=self.labels(cell), memory=limits.memory,
                 timeout_s=probing.driver_timeout(limits.timeout_s), volumes={CACHE_VOLUME: dockerfile.CACHE},
             )

@@ -30,10 +30,13 @@ CA_PATH = f"{ROOT}/ca-bundle.pem"
 PROBES_DIR = f"{ROOT}/probes"
 DRIVER = f"{PROBES_DIR}/_driver.py"
 FINGERPRINT = f"{PROBES_DIR}/_fingerprint.py"
+BYTECODE = f"{PROBES_DIR}/_bytecode.py"
 # The shared package cache (a volume): uv's cache, and the cells' venvs beside it, so installs
 # are hard links into the cache rather than copies.
 CACHE = f"{ROOT}/cache"
 VENVS = f"{CACHE}/venvs"
+# Bytecode per distribution content, compiled in the workbench, read by the probe containers.
+PYC = f"{CACHE}/pyc"
 # Where a reproduced cell's venv lives (reproduce builds one image, no volume).
 VENV = f"{ROOT}/venv"
 VENV_PYTHON = f"{VENV}/bin/python"

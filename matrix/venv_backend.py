@@ -22,7 +22,7 @@ from pathlib import Path
 
 from uv import find_uv_bin
 
-from matrix import bytecode, install, interpreters, locks, probing, resultcache
+from matrix import install, interpreters, locks, probing, resultcache
 from matrix.cells import Cell
 from matrix.classify import Outcome, Verdict, classify_install
 from matrix.errors import Cancelled
@@ -152,11 +152,13 @@ class VenvBackend:
 
         def probe() -> probing.Probed:
             nonce = probing.new_nonce()
-            pycache = work / "pycache"
-            bytecode.link(venv, pycache, resultcache.cache_root() / "pyc")
             probe_env = dict(env)
             probe_env.update(probing.environment(cell, nonce, limits.timeout_s, self.issue_probes,
-                                                 pycache=str(pycache)), HOME=str(home))
+                                                 pycache=str(work / "pycache")), HOME=str(home))
+            # Its probes run as the user anyway: the bytecode they write is no less trusted than the
+            # venv they ran in, so they may add to what later cells share (probes/_bytecode.py).
+            probe_env.update(COMPAT_MATRIX_PYC_OVERLAY=str(resultcache.cache_root() / "pyc"),
+                             COMPAT_MATRIX_PYC_WRITABLE="1")
             ran = self._proc([python, str(probing.probes_dir() / "_driver.py")], probe_env, work,
                              probing.driver_timeout(limits.timeout_s))
             report, verdict = probing.conclude(ran, nonce, log_dir, "none")

@@ -23,6 +23,9 @@ MAX_RESULT = 1 << 20
 GROUP_FLAG = "--group"
 # "0": every probe in a process of its own from the start (the group is an optimisation only).
 GROUP_VAR = "COMPAT_MATRIX_PROBE_GROUP"
+# Bytecode kept per distribution (_bytecode.py): where, and whether the probes may add to it.
+OVERLAY_VAR = "COMPAT_MATRIX_PYC_OVERLAY"
+WRITABLE_VAR = "COMPAT_MATRIX_PYC_WRITABLE"
 
 
 def tail(path):
@@ -206,6 +209,13 @@ def main():
         sys.stdout.flush()
 
     emit({"kind": "env", "python": "%d.%d.%d" % sys.version_info[:3], "installed": installed(pins)})
+    overlay = env.get(OVERLAY_VAR)
+    if overlay and env.get("PYTHONPYCACHEPREFIX"):
+        try:
+            import _bytecode
+            _bytecode.link(env["PYTHONPYCACHEPREFIX"], overlay, env.get(WRITABLE_VAR) == "1")
+        except Exception:  # noqa: BLE001 - shared bytecode only saves time: without it, each compiles
+            pass
     paths = [os.path.join(here, name) for name in names]
     grouped = {}
     if len(paths) > 1 and env.get(GROUP_VAR, "1") != "0":

@@ -1,4 +1,5 @@
-"""Bytecode kept per distribution content and shared by the venv cells that hold it."""
+"""Bytecode kept per distribution content and shared by the cells that hold it (probes/_bytecode.py,
+run for real by the venv's own interpreter)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,14 @@ import subprocess
 import venv
 from pathlib import Path
 
-from matrix import bytecode
+from matrix import probing
 
 
 def install(where: Path, dist: str, files: dict[str, str]) -> Path:
     """A real venv (no pip) with a distribution laid out as an installer leaves it."""
     if not (where / "bin" / "python").exists():
         venv.create(where, with_pip=False)
-    site = bytecode.site_packages(where)
-    assert site is not None
+    site = next(where.glob("lib/python*/site-packages"))
     record = []
     for rel, text in files.items():
         (site / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -29,39 +29,55 @@ def install(where: Path, dist: str, files: dict[str, str]) -> Path:
     return where
 
 
-def imports(env: Path, prefix: Path, module: str) -> str:
-    out = subprocess.run([str(env / "bin" / "python"), "-c", f"import {module}; print({module}.VALUE)"],
-                         env=dict(os.environ, PYTHONPYCACHEPREFIX=str(prefix), PYTHONDONTWRITEBYTECODE=""),
+def in_venv(env: Path, code: str, prefix: Path | None = None) -> str:
+    extra = {"PYTHONPYCACHEPREFIX": str(prefix)} if prefix else {}
+    head = f"import sys; sys.path.insert(0, {str(probing.probes_dir())!r})\n"
+    out = subprocess.run([str(env / "bin" / "python"), "-c", head + code],
+                         env=dict(os.environ, PYTHONDONTWRITEBYTECODE="", **extra),
                          capture_output=True, text=True, timeout=60, check=True)
     return out.stdout.strip()
 
 
+def link_and_import(env: Path, prefix: Path, overlay: Path, writable: bool = True) -> str:
+    in_venv(env, f"import _bytecode; print(_bytecode.link({str(prefix)!r}, {str(overlay)!r}, {writable}))")
+    return in_venv(env, "import pkg; print(pkg.VALUE)", prefix)
+
+
 def test_a_second_venv_with_the_same_distribution_imports_the_first_ones_bytecode(tmp_path: Path) -> None:
-    overlay = tmp_path / "overlay"
-    one = install(tmp_path / "one", "pkg-1.0", {"pkg/__init__.py": "VALUE = 1\n", "pkg/sub.py": "X = 1\n"})
-    assert bytecode.link(one, tmp_path / "p1", overlay) == 1
-    assert imports(one, tmp_path / "p1", "pkg") == "1"
+    overlay = tmp_path / "overlay"  # made by the first cell that writes to it
+    files = {"pkg/__init__.py": "VALUE = 1\n", "pkg/sub.py": "X = 1\n"}
+    assert link_and_import(install(tmp_path / "one", "pkg-1.0", files), tmp_path / "p1", overlay) == "1"
     kept = list(overlay.rglob("*.pyc"))
     assert [p.name.split(".")[0] for p in kept] == ["__init__"]
     stamp = kept[0].stat().st_mtime_ns
 
-    two = install(tmp_path / "two", "pkg-1.0", {"pkg/__init__.py": "VALUE = 1\n", "pkg/sub.py": "X = 1\n"})
-    bytecode.link(two, tmp_path / "p2", overlay)
-    assert imports(two, tmp_path / "p2", "pkg") == "1"
+    assert link_and_import(install(tmp_path / "two", "pkg-1.0", files), tmp_path / "p2", overlay) == "1"
     assert kept[0].stat().st_mtime_ns == stamp  # read, not compiled again
 
     # Same name and version, other bytes (same size, same second): its own directory, its own bytecode.
     other = install(tmp_path / "other", "pkg-1.0", {"pkg/__init__.py": "VALUE = 2\n", "pkg/sub.py": "X = 1\n"})
-    bytecode.link(other, tmp_path / "p3", overlay)
-    assert imports(other, tmp_path / "p3", "pkg") == "2"
+    assert link_and_import(other, tmp_path / "p3", overlay) == "2"
     assert len(list(overlay.iterdir())) == 2
+
+
+def test_compiled_ahead_in_the_workbench_and_read_by_the_probes(tmp_path: Path) -> None:
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    env = install(tmp_path / "env", "pkg-1.0", {"pkg/__init__.py": "VALUE = 3\n", "pkg/sub/deep.py": "Y = 1\n"})
+    assert in_venv(env, f"import _bytecode; print(_bytecode.compile_all({str(overlay)!r}))") == "1"
+    assert in_venv(env, f"import _bytecode; print(_bytecode.compile_all({str(overlay)!r}))") == "0"  # kept
+    names = sorted(p.relative_to(overlay).as_posix().split("/", 1)[1] for p in overlay.rglob("*.pyc"))
+    assert [n.split(".")[0] for n in names] == ["pkg/__init__", "pkg/sub/deep"]
+    before = {p: p.stat().st_mtime_ns for p in overlay.rglob("*.pyc")}
+    assert link_and_import(env, tmp_path / "p", overlay, writable=False) == "3"
+    assert {p: p.stat().st_mtime_ns for p in overlay.rglob("*.pyc")} == before  # read as compiled, not redone
 
 
 def test_shared_and_unhashed_directories_are_not_linked(tmp_path: Path) -> None:
     env = install(tmp_path / "env", "a-1.0", {"ns/a.py": "VALUE = 'a'\n", "only_a/__init__.py": "VALUE = 0\n"})
     install(env, "b-1.0", {"ns/b.py": "VALUE = 'b'\n"})
-    site = bytecode.site_packages(env)
-    assert site is not None
+    site = next(env.glob("lib/python*/site-packages"))
     (site / "c-1.0.dist-info").mkdir()
     (site / "c-1.0.dist-info" / "RECORD").write_text("c/__init__.py,,\n")
-    assert sorted(bytecode.packages(site)) == ["only_a"]
+    assert in_venv(env, "import _bytecode; print(sorted(_bytecode.packages(_bytecode.site_packages())))") == \
+        "['only_a']"
