@@ -59,7 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--results", default="results", type=Path, help="output directory (default: results)")
     run.add_argument("--select", action="append", metavar="GLOB",
                      help="only cells whose id matches (repeatable), e.g. 'bookworm-py311-*'")
-    run.add_argument("--keep", action="store_true", help="keep each cell's image (or venv) for inspection")
+    run.add_argument("--keep", action="store_true",
+                     help="keep each cell's venv (on the cache volume, for docker) for inspection; runs every "
+                          "selected cell, as --rerun does")
     run.add_argument("--fail-on-regression", action="store_true",
                      help="exit 1 when a cell that worked in the table this run replaces now fails (for "
                           "scheduled sweeps)")
@@ -409,7 +411,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         with sweep.sigterm_raises():
             cache = resultcache.ResultCache(s, backend.name, issue_probes)
             outcome = sweep.sweep(runnable, backend, results, run_id, jobs=args.jobs or sweep.default_jobs(),
-                                  cache=cache, rerun=args.rerun, meanwhile=_load_report)
+                                  cache=cache, rerun=args.rerun or args.keep, meanwhile=_load_report)
         # Kept verdicts first in matrix order, as an uninterrupted run would have written them.
         order = {c.id: i for i, c in enumerate(chosen)}
         outcome.records[:0] = list(kept.values())

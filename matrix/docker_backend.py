@@ -177,14 +177,13 @@ class DockerBackend:
                 e = EngineFault(f"{ENGINE_GONE} ({e})")
             verdict = Verdict(Outcome.INFRA_ERROR, redact(str(e)))
         finally:
+            # The venv stays until the run ends (it is hard links into the cache, little on disk): close()
+            # removes the run's directory in one go, one exec fewer a cell.
             bench = self._bases.get(cell.base)
-            if bench is not None and bench.bench and not self._cancelled:
-                if self.keep:
-                    (log_dir / "venv-path").write_text(
-                        f"{venv} on volume {CACHE_VOLUME}; look inside with\n  docker run --rm -it -v "
-                        f"{CACHE_VOLUME}:{dockerfile.CACHE} {bench.image} {venv}/bin/python\n", encoding="utf-8")
-                else:
-                    self._quietly(bench.bench, ["rm", "-rf", venv])
+            if self.keep and bench is not None and bench.bench and not self._cancelled:
+                (log_dir / "venv-path").write_text(
+                    f"{venv} on volume {CACHE_VOLUME}; look inside with\n  docker run --rm -it -v "
+                    f"{CACHE_VOLUME}:{dockerfile.CACHE} {bench.image} {venv}/bin/python\n", encoding="utf-8")
         record.outcome, record.error = verdict.outcome, verdict.error
         record.duration_s = round(time.monotonic() - started, 2)
         return record
@@ -305,8 +304,12 @@ class DockerBackend:
             (log_dir / "install.log").write_text(redact("".join(log)), encoding="utf-8")
         # Bytecode for the distributions no cell has brought yet, compiled here, where no package
         # code runs: the probe containers only read it (probes/_bytecode.py).
-        self.engine.exec(b.bench, [f"{venv}/bin/python", dockerfile.BYTECODE, "compile", dockerfile.PYC])
-        printed = self.engine.exec(b.bench, [f"{venv}/bin/python", dockerfile.FINGERPRINT])
+        # One exec for both (each costs the engine a process): the bytecode for the distributions no
+        # cell has brought yet, compiled here where no package code runs (the probe containers only
+        # read it: probes/_bytecode.py), then the environment's fingerprint.
+        python = shlex.quote(f"{venv}/bin/python")
+        printed = self.engine.exec(b.bench, ["sh", "-c", f"{python} {dockerfile.BYTECODE} compile {dockerfile.PYC} "
+                                             f">/dev/null 2>&1; exec {python} {dockerfile.FINGERPRINT}"])
         fingerprint = printed.stdout.strip() if printed.exit_code == 0 else None
         limits = self.spec.limits
 

@@ -183,7 +183,6 @@ def sweep(
     base_ids: dict[str, str] = {}
     if cache is not None:
         base_ids = {name: backend.base_id(cache.spec.base(name)) for name in {c.base for c in cells}}
-    state = _Sweep(backend, results_dir, run_id, echo, len(cells), retry_waits, sleep, cache, base_ids)
     try:
         todo = list(cells)
         if cache is not None and not rerun:
@@ -201,9 +200,7 @@ def sweep(
                      "(--rerun runs them again)")
         if todo and meanwhile is not None:
             threading.Thread(target=meanwhile, name="compat-matrix-meanwhile", daemon=True).start()
-        state.total = len(todo)
-        state.width = len(str(len(todo)))
-        state.pad = " " * (2 * state.width + 3)
+        state = _Sweep(backend, results_dir, run_id, echo, len(todo), retry_waits, sleep, cache, base_ids)
         if jobs <= 1 or len(todo) <= 1:
             _serial(state, todo, records, log, result)
         else:

@@ -88,11 +88,14 @@ class FakeEngine:
     is_alive = True
 
 
-def test_engine_fault_is_infra_error_and_the_cells_venv_still_goes(make_spec, tmp_path: Path) -> None:
+def test_engine_fault_is_infra_error_and_the_runs_venvs_still_go(make_spec, tmp_path: Path) -> None:
     engine = FakeEngine(EngineFault("running uv in bench: connection refused"))
-    rec = DockerBackend(engine, make_spec(MATRIX), "run1").run_cell(CELL, tmp_path)
+    backend = DockerBackend(engine, make_spec(MATRIX), "run1")
+    rec = backend.run_cell(CELL, tmp_path)
     assert rec.outcome is Outcome.INFRA_ERROR and "connection refused" in rec.error
-    assert engine.execs[-1][0][:2] == ["rm", "-rf"] and "/venvs/run1/" in engine.execs[-1][0][2]
+    backend.close(interrupted=False)
+    assert engine.execs[-1][0] == ["rm", "-rf", "/opt/compat-matrix/cache/venvs/run1"]
+    assert engine.removed == [("run1", None)]
 
 
 def test_failed_install_is_classified_and_credentials_stay_in_a_private_file(make_spec, tmp_path: Path) -> None:
