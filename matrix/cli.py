@@ -20,9 +20,9 @@ from pathlib import Path
 from matrix import (
     __version__,
     cells,
-    dockerfile,
     history,
     install,
+    knowngood,
     locks,
     probing,
     registry,
@@ -74,7 +74,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="keep the verdicts already in RESULTS/records.jsonl; run only the cells without one "
                           "(not run, or infra-error)")
     run.add_argument("--jobs", "-j", type=_jobs, default=None, metavar="N",
-                     help=f"cells run in parallel (default: {sweep.default_jobs()} on this machine, one per core)")
+                     help=f"cells run in parallel (default: {sweep.default_jobs()} on this machine: one per core "
+                          "and one more)")
     run.add_argument("--rerun", action="store_true",
                      help="run every cell even when the result cache holds its verdict under an unchanged key")
     run.add_argument("--backend", choices=("auto", "docker", "venv"), default="auto",
@@ -182,6 +183,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         print(f"env {pins_env} cell-venv/bin/python {shlex.quote(str(probing.probes_dir() / '_driver.py'))}")
         return EXIT_OK
     from uv import find_uv_bin
+
+    from matrix import dockerfile  # here: only reproduce renders a Dockerfile
 
     ctx = dockerfile.context(cell, s, Path(find_uv_bin()))
     tag = "compat-matrix-repro:latest"
@@ -325,10 +328,10 @@ def _write_table(records: list[Record], results: Path, s: spec.Spec, known: Regi
     pins. Shared by run and merge, so a merged table is written as an unsharded run's is."""
     previous = _previous_table(results)
     changes = history.diff(previous, records) if previous is not None else None
-    if previous is not None and _same(previous, records) and all((results / f).is_file() for f in TABLE_FILES):
+    if previous is not None and _same(previous, records) and _table_current(results, known):
         return [], changes  # an unchanged re-run: the table and the known-good pins stand as they are
     # Here, not at the top: pandas takes half a second to import, and an unchanged re-run needs none of it.
-    from matrix import knowngood, report
+    from matrix import report
 
     paths = report.write(records, results, s.package_names, known,
                          history.format_diff(changes, markdown=True) if changes else None)
@@ -341,9 +344,23 @@ def _write_table(records: list[Record], results: Path, s: spec.Spec, known: Regi
 TABLE_FILES = ("records.jsonl", "matrix.csv", "matrix.md", "matrix.html", "junit.xml", "matrix.json")
 
 
+def _table_current(results: Path, known: Registry | None) -> bool:
+    """Every file of the table is there, written after the registry it names issues from was."""
+    if not all((results / f).is_file() for f in TABLE_FILES):
+        return False
+    if known is None or known.path is None:
+        return True
+    written = (results / "records.jsonl").stat().st_mtime
+    try:
+        return known.path.stat().st_mtime < written and knowngood.default_path(known).is_file()
+    except OSError:
+        return False
+
+
 def _load_report() -> None:
     """Import the table writer (pandas: half a second) while the cells run, not after them."""
-    from matrix import knowngood, report  # noqa: F401 - imported for later
+    from matrix import report  # noqa: F401 - imported for later
+
 
 def _same(previous: list[Record], records: list[Record]) -> bool:
     """The same verdicts from the same runs (whether read from the result cache or not)."""

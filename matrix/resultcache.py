@@ -15,7 +15,6 @@ import json
 import os
 from dataclasses import asdict
 from functools import lru_cache
-from importlib import metadata
 from pathlib import Path
 
 from matrix import __version__, probing
@@ -43,10 +42,12 @@ def _probe_code() -> str:
 
 
 def _installer() -> str:
-    try:
-        return "uv " + metadata.version("uv")
-    except metadata.PackageNotFoundError:
-        return "uv ?"
+    """The uv that installs (its file: a new uv can resolve or report differently)."""
+    from uv import find_uv_bin
+
+    path = Path(find_uv_bin())
+    st = path.stat()
+    return f"{path} {st.st_size} {st.st_mtime_ns}"
 
 
 def _local_wheels(find_links: tuple[str, ...]) -> list[list[object]]:

@@ -129,3 +129,27 @@ def test_clean_removes_what_is_kept_here_and_says_when_no_engine_answers(
     assert main(["clean"]) == 0
     assert not kept.exists()
     assert "no engine to clean" in capsys.readouterr().out
+
+
+def test_an_unchanged_table_stands_only_while_its_registry_is_older(tmp_path: Path) -> None:
+    from matrix import cli, registry
+
+    results = tmp_path / "results"
+    results.mkdir()
+    for name in cli.TABLE_FILES:
+        (results / name).write_text("")
+    reg_file = tmp_path / "registry" / "known-issues.yaml"
+    reg_file.parent.mkdir()
+    reg_file.write_text("[]\n")
+    known = registry.load(reg_file)
+    os.utime(reg_file, (1, 1))
+    assert not cli._table_current(results, known)  # no known-good pins written yet
+    from matrix import knowngood
+
+    knowngood.default_path(known).write_text("")
+    assert cli._table_current(results, known) and cli._table_current(results, None)
+    os.utime(reg_file, None)  # the registry was edited after the table was written
+    os.utime(results / "records.jsonl", (2, 2))
+    assert not cli._table_current(results, known)
+    (results / "matrix.html").unlink()
+    assert not cli._table_current(results, None)
