@@ -186,14 +186,6 @@ class DockerEngine:
             raise EngineFault(f"running {command[0]} in {container[:12]}: {_short(e)}") from e
         return RunResult(code, (out or b"").decode("utf-8", "replace"), (err or b"").decode("utf-8", "replace"))
 
-    def remove_container(self, container: str) -> None:
-        try:
-            self.client.api.remove_container(container, force=True, v=False)
-        except docker.errors.NotFound:
-            pass
-        except _FAULTS as e:
-            raise EngineFault(f"removing container {container[:12]}: {_short(e)}") from e
-
     def remove_cache(self, run_id: str) -> int:
         """Remove the images and volumes labelled with `run_id` (the caches that outlive runs)."""
         filters = {"label": f"{RUN_LABEL}={run_id}"}

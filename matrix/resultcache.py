@@ -3,7 +3,7 @@
 An unchanged re-run reads its verdicts from here instead of installing anything. The key holds
 the tool's version, the backend, the base as it is now (image id / interpreter version), the
 base's definition, the cell's pins and mode, the layered order, the install options (and the
-wheels in local find-links directories), the installer's version, the limits, the probe scripts'
+wheels in local find-links directories), the installer (uv's binary), the limits, the probe scripts'
 code and the registry's issue probes: change any of them and the cell runs again. `--rerun`
 ignores what is kept (and keeps the new verdicts). Infra-errors are never kept: they are no verdict.
 """
