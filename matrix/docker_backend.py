@@ -289,21 +289,13 @@ class DockerBackend:
         env = {"UV_CONFIG_FILE": UV_TOML} if install.has_credentials(self.spec) else {}
         log: list[str] = []
         try:
-            with self.installs.hold(cell) as seen:
-                failed = self._install(b, cell, venv, env, log, offline=True) if seen else None
-                if not seen or failed is not None:
-                    if seen:  # not all of it in the pages this run has read: as always, online
-                        log.append("# offline from this run's index pages: no; online\n")
-                        self.engine.exec(b.bench, ["rm", "-rf", venv])
-                    failed = self._install(b, cell, venv, env, log, offline=False)
-                    if failed is None:
-                        self.installs.installed(cell)
+            failed = self.installs.install(
+                cell, lambda offline: self._install(b, cell, venv, env, log, offline=offline),
+                lambda: self.engine.exec(b.bench, ["rm", "-rf", venv]), log)
             if failed is not None:
                 return failed
         finally:
             (log_dir / "install.log").write_text(redact("".join(log)), encoding="utf-8")
-        # Bytecode for the distributions no cell has brought yet, compiled here, where no package
-        # code runs: the probe containers only read it (probes/_bytecode.py).
         # One exec for both (each costs the engine a process): the bytecode for the distributions no
         # cell has brought yet, compiled here where no package code runs (the probe containers only
         # read it: probes/_bytecode.py), then the environment's fingerprint.

@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from matrix.cells import Cell, install_order
+from matrix.classify import Verdict
 from matrix.spec import Spec
 
 
@@ -57,6 +58,22 @@ class RunInstalls:
         """The cell's pins were installed online (with their dependencies' index pages)."""
         with self._lock:
             self._done.update(self._pins(cell))
+
+    def install(self, cell: Cell, attempt: Callable[[bool], Verdict | None], start_over: Callable[[], None],
+                log: list[str]) -> Verdict | None:
+        """Install the cell with `attempt(offline)`, which returns the verdict of a failed step or None:
+        offline first when the run has installed all its pins, online otherwise or after any offline
+        failure (`start_over` clears what the offline attempt left). Both backends use this."""
+        with self.hold(cell) as seen:
+            failed = attempt(True) if seen else None
+            if not seen or failed is not None:
+                if seen:  # not all of it in the pages this run has read: as always, online
+                    log.append("# offline from this run's index pages: no; online\n")
+                    start_over()
+                failed = attempt(False)
+                if failed is None:
+                    self.installed(cell)
+        return failed
 
 
 @dataclass(frozen=True)

@@ -128,15 +128,9 @@ class VenvBackend:
             config.write_text(install.uv_toml(self.spec, list(self.spec.install.find_links)), encoding="utf-8")
             env["UV_CONFIG_FILE"] = str(config)
         try:
-            with self.installs.hold(cell) as seen:
-                failed = self._install(commands(offline=True), env, work, log) if seen else None
-                if not seen or failed is not None:
-                    if seen:  # not all of it in the pages this run has read: as always, online
-                        log.append("# offline from this run's index pages: no; online\n")
-                        shutil.rmtree(venv, ignore_errors=True)
-                    failed = self._install(commands(offline=False), env, work, log)
-                    if failed is None:
-                        self.installs.installed(cell)
+            failed = self.installs.install(
+                cell, lambda offline: self._install(commands(offline), env, work, log),
+                lambda: shutil.rmtree(venv, ignore_errors=True), log)
             if failed is not None:
                 return failed
         finally:

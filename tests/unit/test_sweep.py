@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _thread
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from matrix.cells import Cell
@@ -202,3 +203,28 @@ def test_the_first_install_of_a_pin_is_waited_for_and_only_pins_installed_in_the
             assert also
     with installs.hold(b) as offline:  # b's install never succeeded: still online
         assert not offline
+
+
+def test_an_install_tries_offline_only_after_the_run_installed_its_pins_and_falls_back_online() -> None:
+    from matrix.classify import Verdict
+    from matrix.install import RunInstalls
+
+    installs = RunInstalls()
+    cell = Cell("b", "together", (("numpy", "1.0"),))
+    tried: list[str] = []
+    log: list[str] = []
+
+    def attempt(results: dict[bool, Verdict | None]) -> Callable[[bool], Verdict | None]:
+        def go(offline: bool) -> Verdict | None:
+            tried.append("offline" if offline else "online")
+            return results[offline]
+        return go
+
+    assert installs.install(cell, attempt({False: None}), lambda: tried.append("start over"), log) is None
+    assert tried == ["online"]  # new to the run: online only
+    conflict = Verdict(Outcome.RESOLVE_CONFLICT, "no")
+    assert installs.install(cell, attempt({True: conflict, False: conflict}), lambda: tried.append("start over"),
+                            log) is conflict
+    assert tried[1:] == ["offline", "start over", "online"] and "online" in log[-1]
+    assert installs.install(cell, attempt({True: None}), lambda: tried.append("start over"), log) is None
+    assert tried[4:] == ["offline"]
