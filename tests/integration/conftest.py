@@ -49,18 +49,6 @@ def base_image(engine: DockerEngine) -> str:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def own_result_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """The session's verdicts are kept apart from the machine's (and from earlier sessions')."""
-    before = os.environ.get("COMPAT_MATRIX_CACHE")
-    os.environ["COMPAT_MATRIX_CACHE"] = str(tmp_path_factory.mktemp("compat-matrix-cache"))
-    yield
-    if before is None:
-        os.environ.pop("COMPAT_MATRIX_CACHE", None)
-    else:
-        os.environ["COMPAT_MATRIX_CACHE"] = before
-
-
-@pytest.fixture(scope="session", autouse=True)
 def nothing_left_behind() -> Iterator[None]:
     """After the whole run no run's container or image may remain; only the caches that outlive
     runs (prefix images, the package cache volume), and `compat-matrix clean` removes those."""

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import os
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,19 +18,6 @@ def make_spec(tmp_path: Path) -> Callable[[str], spec.Spec]:
         return spec.load(p)
 
     return make
-
-
-@pytest.fixture(scope="session", autouse=True)
-def own_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """What the tool keeps between runs (verdicts, interpreter versions, bytecode) goes to a scratch
-    directory, not the machine's ~/.cache."""
-    before = os.environ.get("COMPAT_MATRIX_CACHE")
-    os.environ["COMPAT_MATRIX_CACHE"] = str(tmp_path_factory.mktemp("compat-matrix-cache"))
-    yield
-    if before is None:
-        os.environ.pop("COMPAT_MATRIX_CACHE", None)
-    else:
-        os.environ["COMPAT_MATRIX_CACHE"] = before
 
 
 def interpreter(version: str) -> interpreters.Interpreter:
