@@ -7,6 +7,7 @@ import base64
 import hashlib
 import os
 import subprocess
+import sys
 import venv
 from pathlib import Path
 
@@ -38,6 +39,11 @@ def in_venv(env: Path, code: str, prefix: Path | None = None) -> str:
     return out.stdout.strip()
 
 
+def own_bytecode(prefix: Path) -> list[str]:
+    """The .pyc files a run wrote into its own prefix (not through a link into the overlay)."""
+    return [name for _, _, files in os.walk(prefix) for name in files if name.endswith(".pyc")]
+
+
 def link_and_import(env: Path, prefix: Path, overlay: Path, writable: bool = True) -> str:
     in_venv(env, f"import _bytecode; print(_bytecode.link({str(prefix)!r}, {str(overlay)!r}, {writable}))")
     return in_venv(env, "import pkg; print(pkg.VALUE)", prefix)
@@ -47,7 +53,7 @@ def test_a_second_venv_with_the_same_distribution_imports_the_first_ones_bytecod
     overlay = tmp_path / "overlay"  # made by the first cell that writes to it
     files = {"pkg/__init__.py": "VALUE = 1\n", "pkg/sub.py": "X = 1\n"}
     assert link_and_import(install(tmp_path / "one", "pkg-1.0", files), tmp_path / "p1", overlay) == "1"
-    kept = list(overlay.rglob("*.pyc"))
+    kept = list(overlay.glob("pkg-*/**/*.pyc"))
     assert [p.name.split(".")[0] for p in kept] == ["__init__"]
     stamp = kept[0].stat().st_mtime_ns
 
@@ -57,20 +63,40 @@ def test_a_second_venv_with_the_same_distribution_imports_the_first_ones_bytecod
     # Same name and version, other bytes (same size, same second): its own directory, its own bytecode.
     other = install(tmp_path / "other", "pkg-1.0", {"pkg/__init__.py": "VALUE = 2\n", "pkg/sub.py": "X = 1\n"})
     assert link_and_import(other, tmp_path / "p3", overlay) == "2"
-    assert len(list(overlay.iterdir())) == 2
+    assert len(list(overlay.glob("pkg-*"))) == 2
 
 
 def test_compiled_ahead_in_the_workbench_and_read_by_the_probes(tmp_path: Path) -> None:
     overlay = tmp_path / "overlay"
     overlay.mkdir()
     env = install(tmp_path / "env", "pkg-1.0", {"pkg/__init__.py": "VALUE = 3\n", "pkg/sub/deep.py": "Y = 1\n"})
-    assert in_venv(env, f"import _bytecode; print(_bytecode.compile_all({str(overlay)!r}))") == "1"
+    # The standard library and the one package.
+    assert in_venv(env, f"import _bytecode; print(_bytecode.compile_all({str(overlay)!r}))") == "2"
     assert in_venv(env, f"import _bytecode; print(_bytecode.compile_all({str(overlay)!r}))") == "0"  # kept
-    names = sorted(p.relative_to(overlay).as_posix().split("/", 1)[1] for p in overlay.rglob("*.pyc"))
+    names = sorted(p.relative_to(overlay).as_posix().split("/", 1)[1] for p in overlay.glob("pkg-*/**/*.pyc"))
     assert [n.split(".")[0] for n in names] == ["pkg/__init__", "pkg/sub/deep"]
+    stdlib = next(overlay.glob("stdlib-*"))
+    assert (stdlib / "json" / f"__init__.{sys.implementation.cache_tag}.pyc").is_file()
+    assert not list(stdlib.glob("test/**/*.pyc"))  # the interpreter's own tests are not compiled ahead
     before = {p: p.stat().st_mtime_ns for p in overlay.rglob("*.pyc")}
-    assert link_and_import(env, tmp_path / "p", overlay, writable=False) == "3"
+    prefix = tmp_path / "p"
+    assert link_and_import(env, prefix, overlay, writable=False) == "3"
+    assert in_venv(env, "import json, email.message; print(json.dumps(1))", prefix) == "1"
     assert {p: p.stat().st_mtime_ns for p in overlay.rglob("*.pyc")} == before  # read as compiled, not redone
+    assert not own_bytecode(prefix)
+
+
+def test_the_standard_library_bytecode_is_kept_once_per_interpreter(tmp_path: Path) -> None:
+    overlay = tmp_path / "overlay"
+    one = install(tmp_path / "one", "pkg-1.0", {"pkg/__init__.py": "import json\nVALUE = json.dumps(4)\n"})
+    assert link_and_import(one, tmp_path / "p1", overlay) == "4"
+    [stdlib] = overlay.glob("stdlib-*")
+    kept = stdlib / "json" / f"__init__.{sys.implementation.cache_tag}.pyc"
+    stamp = kept.stat().st_mtime_ns
+    two = install(tmp_path / "two", "pkg-1.0", {"pkg/__init__.py": "import json\nVALUE = json.dumps(4)\n"})
+    assert link_and_import(two, tmp_path / "p2", overlay) == "4"
+    assert kept.stat().st_mtime_ns == stamp  # the second venv of this interpreter read it
+    assert not own_bytecode(tmp_path / "p2")
 
 
 def test_shared_and_unhashed_directories_are_not_linked(tmp_path: Path) -> None:
