@@ -233,34 +233,59 @@ def _serial(state: _Sweep, todo: list[Cell], records: list[Record], log: RecordL
             break
 
 
+class _Pending:
+    """The cells left, handed out in order, except that a worker skips past a cell with a pin no
+    cell of the run has installed yet while a cell under way has it: that cell would wait for the
+    other's first install of the pin (install.RunInstalls) while one further on can go ahead."""
+
+    def __init__(self, cells: list[Cell]) -> None:
+        self._cells = cells
+        self._lock = threading.Lock()
+        self._under_way: list[Cell] = []
+        self._installed: set[tuple[str, str]] = set()
+
+    def take(self) -> Cell | None:
+        with self._lock:
+            if not self._cells:
+                return None
+            busy = {pin for c in self._under_way for pin in c.pins} - self._installed
+            cell = next((c for c in self._cells if busy.isdisjoint(c.pins)), self._cells[0])
+            self._cells.remove(cell)
+            self._under_way.append(cell)
+            return cell
+
+    def finished(self, cell: Cell) -> None:
+        with self._lock:
+            self._under_way.remove(cell)
+            self._installed.update(cell.pins)
+
+
 def _parallel(state: _Sweep, todo: list[Cell], jobs: int, records: list[Record], log: RecordLog,
               result: SweepResult) -> None:
-    """Workers take cells in order; this thread logs what they finish. On an interrupt the
+    """Workers take cells (mostly in order: _Pending); this thread logs what they finish. On an interrupt the
     backend cancels what is under way (those cells are not recorded) and the workers are not
     waited for longer than it takes them to notice."""
     state.jobs = jobs
-    pending: queue.SimpleQueue[Cell] = queue.SimpleQueue()
     # One mode's cells first, then the next's: the cells that differ only by mode often end in the
     # same environment and share one probe run (probing.SharedProbes); side by side, one worker
     # would sit waiting for the other's probes. Layered first: its installs never stop at the
     # resolver, so its cells are the ones that probe; the together cells after them mostly share
     # those probe runs or stop at a conflict, and a sweep that ends on short cells ends sooner.
     modes = sorted(dict.fromkeys(c.mode for c in todo), key=lambda m: m != "layered")
-    for cell in sorted(todo, key=lambda c: modes.index(c.mode)):
-        pending.put(cell)
+    pending = _Pending(sorted(todo, key=lambda c: modes.index(c.mode)))
     done: queue.SimpleQueue[Record | None] = queue.SimpleQueue()
 
     def work() -> None:
         try:
             while not state.stop.is_set():
-                try:
-                    cell = pending.get_nowait()
-                except queue.Empty:
+                cell = pending.take()
+                if cell is None:
                     return
                 try:
                     done.put(state.one(cell))
                 except Cancelled:
                     return
+                pending.finished(cell)
         finally:
             done.put(None)  # this worker is through
 

@@ -13,7 +13,7 @@ from matrix.errors import Cancelled
 from matrix.resultcache import ResultCache
 from matrix.spec import Base
 from matrix.store import Record, load_records
-from matrix.sweep import sweep
+from matrix.sweep import _Pending, sweep
 
 CELLS = tuple(Cell("b", "together", (("numpy", v),)) for v in ("1.0", "2.0", "3.0"))
 
@@ -121,6 +121,21 @@ def test_jobs_run_cells_side_by_side_and_keep_every_record(tmp_path: Path) -> No
     # two at a time, one mode's cells first (layered): the cells that differ only by mode are never side by side
     started = [ln.split()[-2] if ln.endswith("...") else ln.split()[2] for ln in lines if ln.startswith("[")]
     assert [c.split("-")[-1] for c in started] == ["layered", "layered", "together", "together"]
+
+
+def test_a_worker_skips_past_a_cell_that_would_wait_for_anothers_first_install() -> None:
+    def cell(numpy: str, scipy: str) -> Cell:
+        return Cell("b", "layered", (("numpy", numpy), ("scipy", scipy)))
+
+    a, b, c, d = cell("1", "x"), cell("1", "y"), cell("2", "x"), cell("2", "y")
+    pending = _Pending([a, b, c, d])
+    assert pending.take() == a
+    assert pending.take() == d  # b and c would wait for a's first installs of numpy 1 and scipy x
+    assert pending.take() == b  # everything waits on someone: in order
+    pending.finished(a)
+    pending.finished(d)
+    assert pending.take() == c  # every pin of it installed now
+    assert pending.take() is None
 
 
 class HangingBackend(ScriptedBackend):
