@@ -40,7 +40,10 @@ CACHE_VOLUME = "compat-matrix-cache"
 CACHE_LABELS = {RUN_LABEL: CACHE_RUN}
 # Where a credentialed run's uv configuration lives in the workbench (never in an image).
 UV_TOML = "/opt/compat-matrix/uv.toml"
-_IDLE = "import time\nwhile True: time.sleep(3600)"
+# The workbench idles in a shell (its Python is checked by the set-up exec, with a message).
+_IDLE = ["sh", "-c", "while sleep 3600; do :; done"]
+# The workbench's set-up script exits with this when the base's Python does not run.
+_NO_PYTHON = 3
 
 
 class Engine(Protocol):
@@ -229,26 +232,36 @@ class DockerBackend:
                     return b
             self.engine.ensure_volume(CACHE_VOLUME, CACHE_LABELS)
             self._check()
-            b.bench = self.engine.start(b.image, [base.image_python, "-c", _IDLE], labels=self.labels(),
+            b.bench = self.engine.start(b.image, _IDLE, labels=self.labels(),
                                         volumes={CACHE_VOLUME: dockerfile.CACHE})
-            alive, logs = self.engine.running(b.bench)
-            if not alive:
-                last = [ln for ln in logs.splitlines() if ln.strip()]
+            # One exec: whether the base's Python runs at all, then the venvs of dead runs go with
+            # them, and any run's left untouched for an hour (an interrupted run's, whose workbench
+            # went first); this run's cells, and the wheel directories, get theirs.
+            venvs = shlex.quote(dockerfile.VENVS)
+            dirs = [f"{dockerfile.VENVS}/{self.run_id}", *(p for p in dockerfile.find_links_all(self.spec)
+                                                            if "://" not in p)]
+            script = "\n".join([
+                f"{shlex.quote(base.image_python)} -c '' || exit {_NO_PYTHON}",
+                f"rm -rf {' '.join(shlex.quote(f'{dockerfile.VENVS}/{r}') for r in self._dead_runs)}",
+                f"find {venvs} -mindepth 1 -maxdepth 1 -type d -mmin +60 -exec rm -rf {{}} +",
+                f"mkdir -p {shlex.join(dirs)}",
+            ])
+            try:
+                setup = self.engine.exec(b.bench, ["sh", "-c", script])
+            except EngineFault:
+                alive, logs = self.engine.running(b.bench)
+                if alive:
+                    raise
+                setup = RunResult(_NO_PYTHON, "", logs)
+            if setup.exit_code == _NO_PYTHON:
+                last = [ln for ln in setup.stderr.splitlines() if ln.strip()]
                 b.failed = Verdict(Outcome.BUILD_ERROR, f"the environment cannot run Python: {base.image_python} "
                                    f"in {base.image}: {last[-1] if last else 'exited at once'}")
-            else:
-                # The venvs of dead runs go with them, and any run's left untouched for an hour (an
-                # interrupted run's, whose workbench went first); this run's cells, and the wheel
-                # directories, get theirs.
-                self.engine.exec(b.bench, ["rm", "-rf", *(f"{dockerfile.VENVS}/{r}" for r in self._dead_runs)])
-                self.engine.exec(b.bench, ["find", dockerfile.VENVS, "-mindepth", "1", "-maxdepth", "1", "-type",
-                                           "d", "-mmin", "+60", "-exec", "rm", "-rf", "{}", "+"])
-                links = dockerfile.find_links_all(self.spec)
-                self.engine.exec(b.bench, ["mkdir", "-p", f"{dockerfile.VENVS}/{self.run_id}",
-                                           *(p for p in links if "://" not in p)])
-                if install.has_credentials(self.spec):
-                    conf = install.uv_toml(self.spec, links).encode()
-                    self.engine.put_files(b.bench, {UV_TOML: conf}, mode=0o600)
+            elif setup.exit_code != 0:
+                raise EngineFault(f"preparing the workbench: {(setup.stdout + setup.stderr).strip()[-300:]}")
+            elif install.has_credentials(self.spec):
+                conf = install.uv_toml(self.spec, dockerfile.find_links_all(self.spec)).encode()
+                self.engine.put_files(b.bench, {UV_TOML: conf}, mode=0o600)
             b.ready = True
             return b
 

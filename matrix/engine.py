@@ -143,13 +143,9 @@ class DockerEngine:
             raise EngineFault(f"starting a container from {image}: {_short(e)}") from e
 
     def running(self, container: str) -> tuple[bool, str]:
-        """Whether a container is still up a moment after it started, and its output if not."""
+        """Whether a container is up, and its output if not."""
         try:
             c = self.client.containers.get(container)
-            for _ in range(3):
-                if c.status == "running":
-                    time.sleep(0.1)
-                    c.reload()
             if c.status == "running":
                 return True, ""
             return False, c.logs().decode("utf-8", "replace")

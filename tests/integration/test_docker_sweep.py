@@ -149,3 +149,17 @@ def test_docker_and_venv_backends_agree(sweep: tuple[subprocess.CompletedProcess
         assert row["installed_numpy"] == in_venv[cell]["installed_numpy"], cell
     broken = "bookworm-py311-numpy2.2.6-scipy1.11.4-layered"
     assert all("numpy.dtype size changed" in r[broken]["error"] for r in (in_docker, in_venv))
+
+
+def test_a_base_without_its_python_is_every_cells_build_error(base_image: str, tmp_path: Path) -> None:
+    config = tmp_path / "matrix.yaml"
+    config.write_text(textwrap.dedent(f"""
+        bases:
+          nopy: {{image: "{base_image}", python: "3.99"}}
+        packages: {{numpy: ["1.26.4", "2.2.6"]}}
+        """))
+    proc = compat_matrix("run", "--config", str(config), "--results", str(tmp_path / "r"), "--backend", "docker")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    got = rows(tmp_path / "r")
+    assert [r["outcome"] for r in got.values()] == ["build-error"] * 2
+    assert all("cannot run Python: python3.99" in r["error"] and "not found" in r["error"] for r in got.values())
