@@ -14,6 +14,7 @@ import json
 import shlex
 import shutil
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -387,6 +388,28 @@ def _previous_table(results: Path) -> list[Record] | None:
         return None  # none, or unreadable: this run's table stands without a comparison
 
 
+def _close_meanwhile(backend: sweep.Backend) -> Callable[[], None]:
+    """Start the backend's end-of-run clean-up on a thread; returns what waits for it (and raises
+    what it raised)."""
+    failed: list[Exception] = []
+
+    def close() -> None:
+        try:
+            backend.close(interrupted=False)
+        except Exception as e:  # noqa: BLE001 - handed to the waiter
+            failed.append(e)
+
+    thread = threading.Thread(target=close, name="compat-matrix-close")
+    thread.start()
+
+    def closed() -> None:
+        thread.join()
+        if failed:
+            raise failed[0]
+
+    return closed
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     s, plan, chosen = _selected(args)
     if not chosen:  # an empty shard: an empty table, so a CI fan-out needs no special case
@@ -419,6 +442,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise
     run_lock = locks.hold_run(run_id)
     outcome: sweep.SweepResult | None = None
+    closed: Callable[[], None] | None = None
     try:
         for note in backend.start():
             print(note)
@@ -429,6 +453,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             cache = resultcache.ResultCache(s, backend.name, issue_probes)
             outcome = sweep.sweep(runnable, backend, results, run_id, jobs=args.jobs or sweep.default_jobs(),
                                   cache=cache, rerun=args.rerun or args.keep, meanwhile=_load_report)
+        if outcome.interrupted is None:
+            closed = _close_meanwhile(backend)  # the engine's clean-up while the table is written
         # Kept verdicts first in matrix order, as an uninterrupted run would have written them.
         order = {c.id: i for i, c in enumerate(chosen)}
         outcome.records[:0] = list(kept.values())
@@ -442,7 +468,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             paths.append(history.keep(outcome.records, results, run_id))
     finally:
         try:
-            backend.close(interrupted=outcome is None or outcome.interrupted is not None)
+            if closed is None:
+                backend.close(interrupted=outcome is None or outcome.interrupted is not None)
+            else:
+                closed()
         except Exception as e:  # noqa: BLE001 - a failed cleanup must not hide the results
             _err(f"cleanup of run {run_id} failed: {e}")
         run_lock.release()
