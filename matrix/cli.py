@@ -23,7 +23,6 @@ from matrix import (
     cells,
     history,
     install,
-    knowngood,
     locks,
     probing,
     registry,
@@ -337,6 +336,8 @@ def _write_table(records: list[Record], results: Path, s: spec.Spec, known: Regi
     paths = report.write(records, results, s.package_names, known,
                          history.format_diff(changes, markdown=True) if changes else None)
     if known is not None and known_good:
+        from matrix import knowngood
+
         paths.append(knowngood.write(records, known, packages=s.package_names))
     return paths, changes
 
@@ -351,6 +352,8 @@ def _table_current(results: Path, known: Registry | None) -> bool:
         return False
     if known is None or known.path is None:
         return True
+    from matrix import knowngood
+
     written = (results / "records.jsonl").stat().st_mtime
     try:
         return known.path.stat().st_mtime < written and knowngood.default_path(known).is_file()

@@ -17,12 +17,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from packaging.utils import canonicalize_name
-
 from matrix import install
 from matrix.cells import Cell
 from matrix.probing import probe_files
-from matrix.spec import Base, Spec
+from matrix.spec import Base, Spec, canonical_name
 
 ROOT = "/opt/compat-matrix"
 UV = f"{ROOT}/bin/uv"
@@ -68,13 +66,13 @@ class BuildContext:
 
 
 def _wheel_dist(filename: str) -> str:
-    return canonicalize_name(filename.split("-", 1)[0])
+    return canonical_name(filename.split("-", 1)[0])
 
 
 def cell_wheels(cell: Cell, spec: Spec) -> dict[str, Path]:
     """The wheels of this cell's packages in local find-links directories, by their path in the
     image (only those: a torch wheel is GBs)."""
-    wanted = {canonicalize_name(name) for name, _ in cell.pins}
+    wanted = {canonical_name(name) for name, _ in cell.pins}
     out: dict[str, Path] = {}
     for i, link in enumerate(spec.install.find_links):
         if "://" in link:

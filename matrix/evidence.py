@@ -10,11 +10,11 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from matrix.classify import Outcome
 from matrix.errors import ConfigError
+from matrix.spec import canonical_name
 from matrix.store import Record, load_records
 
 # What report.write leaves behind: the records behind the table.
@@ -58,7 +58,7 @@ def with_verdict(records: Iterable[Record]) -> list[Record]:
 
 
 def canon(name: str) -> str:
-    return canonicalize_name(name)
+    return canonical_name(name)
 
 
 def package_order(records: Iterable[Record], packages: Iterable[str] = ()) -> tuple[str, ...]:

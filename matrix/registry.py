@@ -42,7 +42,7 @@ from typing import Any
 import yaml
 from packaging.version import InvalidVersion, Version
 
-from matrix import evidence, pipcmd
+from matrix import evidence
 from matrix.classify import Outcome
 from matrix.errors import ConfigError
 from matrix.inputs import load_yaml, read_text
@@ -215,7 +215,7 @@ class _Validator:
                 raise self.fail(f"{key}.probe", f"not valid Python ({e.msg}, line {e.lineno})",
                                 'give a snippet such as "import scipy.stats"') from None
         requires = (self.requires(raw["requires"], f"{key}.requires") if "requires" in raw
-                    else tuple(pipcmd.install_pins(solution).items()))
+                    else tuple(_install_pins(solution).items()))
         return Issue(
             name=name,
             signature=self.signature(raw["error"], f"{key}.error"),
@@ -445,3 +445,11 @@ def suggest_entry(group: UnmatchedGroup, registry: Registry | None = None) -> st
     ]
     body = yaml.safe_dump([entry], sort_keys=False, allow_unicode=True, width=1000, default_flow_style=None)
     return "\n".join(header) + "\n" + body
+
+
+def _install_pins(command: str) -> dict[str, str]:
+    # Here, not at the top: the command parser (packaging's requirements) is needed only for
+    # entries whose solution is a command, and a re-run that writes nothing needs none of it.
+    from matrix import pipcmd
+
+    return pipcmd.install_pins(command)

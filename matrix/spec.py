@@ -13,21 +13,22 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from matrix import index
 from matrix.errors import ConfigError
-from matrix.index import PICKS, Query
 from matrix.inputs import load_yaml, read_text
+
+if TYPE_CHECKING:
+    from matrix.index import Query
 
 MODES = ("together", "layered")
 
 # PEP 508 names; ASCII letters, digits, and . _ - inside.
 _NAME = re.compile(r"^([A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9])$")
+_SEPARATORS = re.compile(r"[-_.]+")
 # A plain version: the characters PEP 440 allows, no spaces, no operators, no markers.
 _VERSION_CHARS = re.compile(r"^[A-Za-z0-9.!+_-]+$")
 _BASE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -137,6 +138,12 @@ def parse(text: str, path: Path) -> Spec:
     return _Validator(path).spec(load_yaml(text, str(path)))
 
 
+def canonical_name(name: str) -> str:
+    """A project name as indexes compare them (PEP 503): packaging's canonicalize_name, whose
+    module imports packaging.tags (a tenth of what an unchanged re-run takes)."""
+    return _SEPARATORS.sub("-", name).lower()
+
+
 def _did_you_mean(word: str, choices: tuple[str, ...] | list[str]) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(choices)}"
@@ -234,6 +241,8 @@ class _Validator:
         return tuple(out)
 
     def query(self, value: dict[str, Any], key: str) -> Query:
+        from matrix.index import PICKS, Query
+
         body = self.mapping(value, key, QUERY_KEYS)
         if "spec" not in body or not isinstance(body["spec"], str):
             raise self.fail(f"{key}.spec", "missing", 'give a version specifier, e.g. spec: ">=1.24,<3"')
@@ -264,7 +273,7 @@ class _Validator:
             if not _NAME.match(name):
                 raise self.fail(key, f"{name!r} is not a package name (PEP 508)",
                                 "use the distribution name only; versions go in the list")
-            canon = canonicalize_name(name)
+            canon = canonical_name(name)
             if canon in seen:
                 raise self.fail(key, f"same package as {seen[canon]!r}", "keep one of the two")
             seen[canon] = name
@@ -316,10 +325,10 @@ class _Validator:
 
     def layered_order(self, value: Any, names: tuple[str, ...]) -> tuple[str, ...]:
         order = self.string_list(value, "layered_order")
-        by_canon = {canonicalize_name(n): n for n in names}
+        by_canon = {canonical_name(n): n for n in names}
         out: list[str] = []
         for i, item in enumerate(order):
-            canon = canonicalize_name(item) if _NAME.match(item) else item
+            canon = canonical_name(item) if _NAME.match(item) else item
             if canon not in by_canon:
                 raise self.fail(f"layered_order[{i}]", f"{item!r} is not in packages",
                                 _did_you_mean(item, list(names)))
@@ -462,6 +471,8 @@ def expand(spec: Spec, as_of: dt.date | None = None) -> Spec:
     """Fill the axes given as specifiers from the package index (cached); others stay as written."""
     if not spec.queries:
         return spec
+    from matrix import index
+
     queries = dict(spec.queries)
     packages = []
     for name, versions in spec.packages:

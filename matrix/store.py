@@ -89,8 +89,9 @@ class RecordLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
-    def append(self, record: Record) -> None:
-        self._file.write(json.dumps(record.serialize(), sort_keys=True) + "\n")
+    def append(self, *records: Record) -> None:
+        for record in records:
+            self._file.write(json.dumps(record.serialize(), sort_keys=True) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
 

@@ -194,7 +194,7 @@ def sweep(
                     continue
                 hit.cached = True
                 records.append(hit)
-                log.append(hit)
+            log.append(*records)  # one write to disk for all of them
             if records:
                 echo(f"{len(records)} cell(s) from the result cache: nothing they depend on has changed "
                      "(--rerun runs them again)")
