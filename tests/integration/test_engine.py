@@ -1,0 +1,41 @@
+"""The engine's two ways of asking: the standard library on the local socket (what an unchanged
+re-run uses, without importing the SDK) and the docker SDK must give the same answers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import docker
+
+from matrix.engine import HOST_LABEL, RUN_LABEL, DockerEngine
+
+
+def test_the_socket_and_the_sdk_answer_alike(engine: DockerEngine, base_image: str) -> None:
+    sdk = DockerEngine(client=docker.from_env())
+    on_socket = DockerEngine()
+    engine.client.api.create_container(base_image, ["true"], labels={RUN_LABEL: "engine-test",
+                                                                     HOST_LABEL: "engine-test-host"})
+    try:
+        assert on_socket._socket is not None and sdk._socket is None
+        assert on_socket.description == sdk.description
+        for ref in (base_image, "compat-matrix-test/never-built:x", "sha256:" + "0" * 64):
+            assert on_socket.image_id(ref) == sdk.image_id(ref), ref
+        assert on_socket.image_id(base_image) is not None
+        assert on_socket.runs_of_host("engine-test-host") == sdk.runs_of_host("engine-test-host") == {"engine-test"}
+        assert on_socket.alive() and sdk.alive()
+        assert on_socket.remove_labelled("engine-test") == 1
+        assert sdk.runs_of_host("engine-test-host") == set()
+    finally:
+        engine.remove_labelled("engine-test")
+        sdk.close()
+        on_socket.close()
+
+
+def test_asking_loads_no_sdk(engine: DockerEngine) -> None:
+    # (the fixture: an engine to ask)
+    code = ("import sys; from matrix.engine import DockerEngine; e = DockerEngine(); "
+            "e.image_id('compat-matrix-test/never-built:x'); e.runs_of_host('nobody'); e.alive(); "
+            "print('docker' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "False"
