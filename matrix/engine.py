@@ -132,6 +132,10 @@ class DockerEngine:
                     raise EngineFault(f"connecting to the engine at {self.host}: {_short(e)}") from e
             return self._client
 
+    def connect(self) -> None:
+        """Load the SDK and make its client now (it is made on first use otherwise)."""
+        self.client  # noqa: B018 - the property does it
+
     def alive(self) -> bool:
         try:
             if self._socket:

@@ -82,6 +82,9 @@ class FakeEngine:
     def alive(self) -> bool:
         return self.is_alive
 
+    def connect(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
@@ -94,7 +97,8 @@ def test_engine_fault_is_infra_error_and_the_runs_venvs_still_go(make_spec, tmp_
     rec = backend.run_cell(CELL, tmp_path)
     assert rec.outcome is Outcome.INFRA_ERROR and "connection refused" in rec.error
     backend.close(interrupted=False)
-    assert engine.execs[-1][0] == ["rm", "-rf", "/opt/compat-matrix/cache/venvs/run1"]
+    script = engine.execs[-1][0][-1]
+    assert engine.execs[-1][0][:2] == ["sh", "-c"] and script.endswith("rm -rf /opt/compat-matrix/cache/venvs/run1")
     assert engine.removed == [("run1", None)]
 
 
