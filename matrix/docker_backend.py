@@ -3,9 +3,10 @@
 Per base, once per machine: a prefix image (the base, its setup steps, the CA bundle, uv, the
 probes; dockerfile.prefix), rebuilt only when one of those changes. Per base, run and worker: a
 workbench container of that image with host networking and the shared package cache volume, in
-which each cell's venv is made and installed by uv (hard links into the cache: a wheel is downloaded once per
-machine). Per cell: the probes run in a container with no network, a read-only root, no
-capabilities, nobody's uid, memory and pid limits, and the cache volume mounted read-only.
+which each cell's venv is made and installed by uv (hard links into the cache: a wheel is
+downloaded once per machine). Per cell: the probes run in a container with no network, a
+read-only root, no capabilities, nobody's uid, memory and pid limits, and the cache volume
+mounted read-only.
 
 Receives an engine object (engine.DockerEngine, or a fake in unit tests) and never imports docker.
 """
@@ -120,6 +121,7 @@ class DockerBackend:
         self._base_ids: dict[str, str] = {}
         self._bases: dict[str, _Base] = {}
         self._dead_runs: list[str] = []
+        self._through: dict[str, list[str]] = {}  # base → venvs of the cells that are through
         self._cancelled = False
 
     def start(self) -> list[str]:
@@ -152,6 +154,24 @@ class DockerBackend:
                 self.engine.remove_labelled(self.run_id, settle_s=8.0 if interrupted else 0.0)
         finally:
             self.engine.close()
+
+    def idle(self) -> None:
+        """A worker with no cell left to take removes the venvs of the cells that are through (in
+        a workbench no cell is using), while the others finish: less for close() to remove."""
+        with self._lock:
+            through, self._through = self._through, {}
+        for base, venvs in through.items():
+            b = self._bases.get(base)
+            if b is None:
+                continue  # no cell of it got as far as a venv
+            with b.lock:
+                bench = b.free.pop() if b.free else ""
+            if bench:
+                try:
+                    self._quietly(bench, ["rm", "-rf", *venvs])
+                finally:
+                    with b.lock:
+                        b.free.append(bench)
 
     def cancel(self) -> None:
         """An interrupt: stop the cells under way (their workbenches and probe containers go)."""
@@ -197,8 +217,11 @@ class DockerBackend:
                 e = EngineFault(f"{ENGINE_GONE} ({e})")
             verdict = Verdict(Outcome.INFRA_ERROR, redact(str(e)))
         finally:
-            # The venv stays until the run ends (it is hard links into the cache, little on disk): close()
-            # removes the run's directory in one go, one exec fewer a cell.
+            # The venv stays until a worker is idle or the run ends (it is hard links into the cache,
+            # little on disk): removed with others in one go, one exec fewer a cell.
+            if not self.keep:
+                with self._lock:
+                    self._through.setdefault(cell.base, []).append(venv)
             bench = self._bases.get(cell.base)
             if self.keep and bench is not None and bench.benches and not self._cancelled:
                 (log_dir / "venv-path").write_text(

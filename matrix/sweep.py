@@ -38,6 +38,8 @@ class Backend(Protocol):
     def close(self, *, interrupted: bool) -> None: ...
     def cancel(self) -> None:
         """Stop the cells under way on other threads (an interrupt): their run_cell raises Cancelled."""
+    def idle(self) -> None:
+        """A worker has no cell left to take while others finish theirs: tidy what is through."""
 
 
 class Terminated(BaseException):
@@ -280,6 +282,7 @@ def _parallel(state: _Sweep, todo: list[Cell], jobs: int, records: list[Record],
             while not state.stop.is_set():
                 cell = pending.take()
                 if cell is None:
+                    state.backend.idle()
                     return
                 try:
                     done.put(state.one(cell))

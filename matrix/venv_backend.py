@@ -174,6 +174,9 @@ class VenvBackend:
                 return classify_install(redact(done.stdout + done.stderr))
         return None
 
+    def idle(self) -> None:
+        pass  # each cell's work directory goes when the cell ends
+
     def cancel(self) -> None:
         """Kill what the cells under way are running; their run_cell raises Cancelled."""
         with self._lock:

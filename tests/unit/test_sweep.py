@@ -40,6 +40,9 @@ class ScriptedBackend:
     def cancel(self) -> None:
         pass
 
+    def idle(self) -> None:
+        pass
+
     def base_id(self, base: Base) -> str:
         return ""
 
