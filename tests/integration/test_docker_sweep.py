@@ -11,6 +11,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from matrix.docker_backend import CACHE_VOLUME
 from matrix.engine import RUN_LABEL, DockerEngine
 
 MATRIX = """
@@ -85,12 +86,16 @@ def test_markdown_and_logs(sweep: tuple[subprocess.CompletedProcess[str], Path])
 
 
 def test_no_object_of_the_run_is_left(sweep: tuple[subprocess.CompletedProcess[str], Path],
-                                      engine: DockerEngine) -> None:
+                                      engine: DockerEngine, base_image: str) -> None:
     proc, _ = sweep
     run_id = proc.stdout.split()[2].rstrip(":")
     c = engine.client
     assert not c.containers.list(all=True, filters={"label": f"{RUN_LABEL}={run_id}"})
     assert not c.images.list(all=True, filters={"label": f"{RUN_LABEL}={run_id}"})
+    # Nor its cells' venvs on the package cache volume.
+    left = c.containers.run(base_image, ["ls", "-A", "/cache/venvs"], volumes={CACHE_VOLUME: {"bind": "/cache",
+                            "mode": "ro"}}, remove=True, labels={RUN_LABEL: "integration-look"}, network_mode="none")
+    assert run_id not in left.decode().split()
 
 
 def test_keep_keeps_the_venv_and_reproduce_rebuilds_the_same_verdict(
