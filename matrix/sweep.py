@@ -264,9 +264,9 @@ class _Pending:
 
 def _parallel(state: _Sweep, todo: list[Cell], jobs: int, records: list[Record], log: RecordLog,
               result: SweepResult) -> None:
-    """Workers take cells (mostly in order: _Pending); this thread logs what they finish. On an interrupt the
-    backend cancels what is under way (those cells are not recorded) and the workers are not
-    waited for longer than it takes them to notice."""
+    """Workers take cells (mostly in order: _Pending); this thread logs what they finish. On an
+    interrupt the backend cancels what is under way (those cells are not recorded) and the workers
+    are not waited for longer than it takes them to notice."""
     state.jobs = jobs
     # One mode's cells first, then the next's: the cells that differ only by mode often end in the
     # same environment and share one probe run (probing.SharedProbes); side by side, one worker
