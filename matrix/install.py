@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from matrix.cells import Cell, install_order
-from matrix.classify import Verdict
+from matrix.classify import Outcome, Verdict
 from matrix.spec import Spec
 
 
@@ -24,8 +24,10 @@ class RunInstalls:
       the second waits for the first (then finds it in the package cache).
     - A cell whose pins have all been installed in this run may resolve offline, from the index
       pages uv read for them minutes ago (0.1 s instead of 0.35 s through a proxy that lets nothing
-      be cached). Any failure offline is tried again online, and only the online answer counts;
-      pages older than the run are never used that way.
+      be cached). A failure offline is tried again online, and only the online answer counts, but
+      for a conflict among those pages' requirements that names neither the cache nor the network:
+      online, the same pages say the same (and the cell is spared three steps). Pages older than
+      the run are never used that way.
     """
 
     def __init__(self) -> None:
@@ -66,6 +68,9 @@ class RunInstalls:
         failure (`start_over` clears what the offline attempt left). Both backends use this."""
         with self.hold(cell) as seen:
             failed = attempt(True) if seen else None
+            if seen and failed is not None and _settled_offline(failed):
+                log.append("# offline from this run's index pages: a conflict in what they say; as online\n")
+                return failed
             if not seen or failed is not None:
                 if seen:  # not all of it in the pages this run has read: as always, online
                     log.append("# offline from this run's index pages: no; online\n")
@@ -74,6 +79,14 @@ class RunInstalls:
                 if failed is None:
                     self.installed(cell)
         return failed
+
+
+def _settled_offline(verdict: Verdict) -> bool:
+    """An offline failure that online would repeat: a conflict between requirements read from the
+    run's pages. One that mentions the cache or the network may be a page missing offline (uv:
+    "Because numpy was not found in the cache ...")."""
+    text = verdict.error.lower()
+    return verdict.outcome is Outcome.RESOLVE_CONFLICT and not any(w in text for w in ("cache", "network", "offline"))
 
 
 @dataclass(frozen=True)

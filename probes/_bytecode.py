@@ -18,13 +18,8 @@ compiled the ~130 stdlib modules numpy and scipy import (0.2 s a cell).
 The driver links the prefix to OVERLAY (link()) when COMPAT_MATRIX_PYC_OVERLAY names one.
 """
 
-import hashlib
 import os
-import py_compile
-import site
 import sys
-
-import _fingerprint
 
 DONE = ".compiled"
 # Not compiled ahead: tests, GUIs and anything installed into the interpreter itself.
@@ -33,6 +28,8 @@ SKIP = frozenset(("test", "tests", "idlelib", "tkinter", "turtledemo", "lib2to3"
 
 
 def site_packages():
+    import site
+
     found = [p for p in site.getsitepackages() if os.path.isdir(p)]
     return found[0] if found else None
 
@@ -41,6 +38,10 @@ def packages(sp):
     """Top-level package directory → the key of the one distribution that owns it. Directories two
     distributions share (namespace packages), and distributions whose RECORD leaves a file without a
     hash (content unknown), are left out: their bytecode stays the cell's own."""
+    import hashlib  # here, as every import but os and sys: the standard library is linked first
+
+    import _fingerprint
+
     owners = {}
     for name in sorted(os.listdir(sp)):
         record = os.path.join(sp, name, "RECORD")
@@ -58,44 +59,51 @@ def packages(sp):
 
 
 def stdlib():
-    """The standard library's directory as imports name it, and the key its bytecode is kept under."""
+    """The standard library's directory as imports name it, and the key its bytecode is kept under:
+    the interpreter's build, spelt out (hashlib is not imported yet when this runs)."""
     path = os.path.dirname(os.__file__)
-    build = "\0".join((sys.version, path, sys.implementation.cache_tag))
-    return path, "stdlib-%s" % hashlib.sha256(build.encode()).hexdigest()[:20]
+    build = " ".join((sys.implementation.cache_tag, path, sys.version))
+    return path, "stdlib-" + "".join(c if c.isalnum() or c in ".-" else "_" for c in build)[:200]
 
 
 def link(prefix, overlay, writable):
-    """Point the prefix's mirror of each package directory at its kept directory; how many."""
+    """Point the prefix's mirrors of the standard library and of each package directory at their
+    kept directories (the standard library first: what this imports then comes from there); how
+    many links it made (none where one is already: the probe group's process after the driver)."""
     sp = site_packages()
     if sp is None or not (writable or os.path.isdir(overlay)):
         return 0
-    mirror = os.path.join(prefix, os.path.realpath(sp).lstrip("/"))
-    os.makedirs(mirror, exist_ok=True)
     linked = 0
-    for top, key in sorted(packages(sp).items()):
-        kept = os.path.join(overlay, key, top)
-        if writable:
-            os.makedirs(kept, exist_ok=True)
-        elif not os.path.isdir(kept):
-            continue
-        os.symlink(kept, os.path.join(mirror, top))
-        linked += 1
     std, key = stdlib()
     inside = [os.path.join(p, "") for p in (sp, os.path.realpath(sp))]
     if not any(p.startswith(os.path.join(std, "")) for p in inside):  # a venv's packages are elsewhere
-        kept = os.path.join(overlay, key)
-        if writable:
-            os.makedirs(kept, exist_ok=True)
-        if os.path.isdir(kept):
-            mirror = os.path.join(prefix, std.lstrip("/"))
-            os.makedirs(os.path.dirname(mirror), exist_ok=True)
-            os.symlink(kept, mirror)
-            linked += 1
+        linked += _link(os.path.join(overlay, key), os.path.join(prefix, std.lstrip("/")), writable)
+    mirror = os.path.join(prefix, os.path.realpath(sp).lstrip("/"))
+    for top, key in sorted(packages(sp).items()):
+        linked += _link(os.path.join(overlay, key, top), os.path.join(mirror, top), writable)
     return linked
+
+
+def _link(kept, mirror, writable):
+    if os.path.islink(mirror):
+        return 0
+    if writable:
+        os.makedirs(kept, exist_ok=True)
+    elif not os.path.isdir(kept):
+        return 0
+    if os.path.isdir(mirror):
+        # What the interpreter's start-up compiled into the prefix before anything could link it
+        # (the encodings package) goes aside; it is loaded already.
+        os.rename(mirror, "%s.start-up-%d" % (mirror, os.getpid()))
+    os.makedirs(os.path.dirname(mirror), exist_ok=True)
+    os.symlink(kept, mirror)
+    return 1
 
 
 def compile_tree(source, kept, skip=frozenset()):
     """Compile every .py under `source` into `kept` (the prefix's layout), then mark it done."""
+    import py_compile
+
     tag = sys.implementation.cache_tag
     for folder, dirs, files in os.walk(source):
         dirs[:] = [d for d in dirs if d not in skip]

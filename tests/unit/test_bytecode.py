@@ -40,12 +40,17 @@ def in_venv(env: Path, code: str, prefix: Path | None = None) -> str:
 
 
 def own_bytecode(prefix: Path) -> list[str]:
-    """The .pyc files a run wrote into its own prefix (not through a link into the overlay)."""
-    return [name for _, _, files in os.walk(prefix) for name in files if name.endswith(".pyc")]
+    """The .pyc files a run wrote into its own prefix (not through a link into the overlay), but
+    for what the interpreter's start-up wrote before the link (set aside) and the probe scripts'."""
+    probes = str(probing.probes_dir()).lstrip("/")
+    return [os.path.relpath(os.path.join(folder, name), prefix) for folder, _, files in os.walk(prefix)
+            for name in files if name.endswith(".pyc") and ".start-up-" not in folder
+            and not os.path.relpath(folder, prefix).startswith(probes)]
 
 
 def link_and_import(env: Path, prefix: Path, overlay: Path, writable: bool = True) -> str:
-    in_venv(env, f"import _bytecode; print(_bytecode.link({str(prefix)!r}, {str(overlay)!r}, {writable}))")
+    # As the probe driver does it: in a process whose start-up already wrote to the prefix.
+    in_venv(env, f"import _bytecode; print(_bytecode.link({str(prefix)!r}, {str(overlay)!r}, {writable}))", prefix)
     return in_venv(env, "import pkg; print(pkg.VALUE)", prefix)
 
 

@@ -240,9 +240,19 @@ def test_an_install_tries_offline_only_after_the_run_installed_its_pins_and_fall
 
     assert installs.install(cell, attempt({False: None}), lambda: tried.append("start over"), log) is None
     assert tried == ["online"]  # new to the run: online only
-    conflict = Verdict(Outcome.RESOLVE_CONFLICT, "no")
-    assert installs.install(cell, attempt({True: conflict, False: conflict}), lambda: tried.append("start over"),
+    # A page missing offline (uv's words) is no verdict: online again.
+    missing = Verdict(Outcome.RESOLVE_CONFLICT, "Because numpy was not found in the cache and you require numpy==1.0")
+    conflict = Verdict(Outcome.RESOLVE_CONFLICT, "Because scipy==1.11.4 depends on numpy<1.28.0 and you require "
+                                                 "numpy==1.0, ...")
+    assert installs.install(cell, attempt({True: missing, False: conflict}), lambda: tried.append("start over"),
                             log) is conflict
     assert tried[1:] == ["offline", "start over", "online"] and "online" in log[-1]
     assert installs.install(cell, attempt({True: None}), lambda: tried.append("start over"), log) is None
     assert tried[4:] == ["offline"]
+    # A conflict between the requirements of pages this run read online is what online would say.
+    assert installs.install(cell, attempt({True: conflict}), lambda: tried.append("start over"), log) is conflict
+    assert tried[5:] == ["offline"] and "as online" in log[-1]
+    no_wheel = Verdict(Outcome.NO_WHEEL, "no wheel for this platform")
+    assert installs.install(cell, attempt({True: no_wheel, False: None}), lambda: tried.append("start over"),
+                            log) is None
+    assert tried[6:] == ["offline", "start over", "online"]
