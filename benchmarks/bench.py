@@ -150,8 +150,10 @@ def main() -> int:
             for backend in ("venv", "docker"):
                 results = work / f"ours-{backend}-{time.monotonic_ns()}"
                 firsts[backend].append(ours(backend, None, work, env, results=results))
-                # An unchanged re-run: the same command again, on the results of the first.
-                again = ours(backend, None, work, env, rerun=False, results=results)
+                # An unchanged re-run: the same command again, on the results of the first (the
+                # fastest of three: at a tenth of a second, one busy moment of the machine is 10 %).
+                again = min((ours(backend, None, work, env, rerun=False, results=results) for _ in range(3)),
+                            key=lambda w: w.seconds)
                 if backend not in reruns or again.seconds < reruns[backend][1].seconds:
                     reruns[backend] = (firsts[backend][-1], again)
         peer = min(peers, key=lambda w: w.seconds)

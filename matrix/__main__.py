@@ -1,5 +1,5 @@
 """`python -m matrix` is the same command line as `compat-matrix`."""
 
-from matrix.cli import main
+from matrix.cli import entry
 
-raise SystemExit(main())
+raise SystemExit(entry())

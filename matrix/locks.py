@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import socket
 from pathlib import Path
 
 from matrix.errors import ConfigError
@@ -53,7 +52,7 @@ def hold_run(run_id: str) -> _Held:
     fd = _try_lock(path)
     if fd is None:  # a run id is new by construction; a collision is a bug, not bad input
         raise RuntimeError(f"run {run_id} is already live")
-    os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+    os.write(fd, f"{os.getpid()} {os.uname().nodename}\n".encode())
     return _Held(path, fd)
 
 

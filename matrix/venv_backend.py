@@ -13,7 +13,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -109,7 +108,7 @@ class VenvBackend:
         found = interpreters.find(base.python or "")
         if found is None:
             return Verdict(Outcome.INFRA_ERROR, self.skip_reason(base) or "no interpreter")
-        record.engine = f"{socket.gethostname()}: {found.path}"
+        record.engine = f"{os.uname().nodename}: {found.path}"
         record.base_id = self.base_id(base)
         venv = work / "venv"
         python = str(venv / "bin" / "python")
