@@ -13,9 +13,12 @@ from pathlib import Path
 
 from matrix import probing
 
+UNPACKED_NS = 1_700_000_000 * 10**9
+
 
 def install(where: Path, dist: str, files: dict[str, str]) -> Path:
-    """A real venv (no pip) with a distribution laid out as an installer leaves it."""
+    """A real venv (no pip) with a distribution laid out as uv leaves it: every file a hard link
+    into uv's cache, so the same file has the same mtime in every venv (here: one fixed mtime)."""
     if not (where / "bin" / "python").exists():
         venv.create(where, with_pip=False)
     site = next(where.glob("lib/python*/site-packages"))
@@ -23,6 +26,7 @@ def install(where: Path, dist: str, files: dict[str, str]) -> Path:
     for rel, text in files.items():
         (site / rel).parent.mkdir(parents=True, exist_ok=True)
         (site / rel).write_text(text)
+        os.utime(site / rel, ns=(UNPACKED_NS, UNPACKED_NS))
         digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
         record.append(f"{rel},sha256={digest},{len(text)}")
     (site / f"{dist}.dist-info").mkdir()
@@ -65,7 +69,7 @@ def test_a_second_venv_with_the_same_distribution_imports_the_first_ones_bytecod
     assert link_and_import(install(tmp_path / "two", "pkg-1.0", files), tmp_path / "p2", overlay) == "1"
     assert kept[0].stat().st_mtime_ns == stamp  # read, not compiled again
 
-    # Same name and version, other bytes (same size, same second): its own directory, its own bytecode.
+    # Same name and version, other bytes (same size, same mtime): its own directory, its own bytecode.
     other = install(tmp_path / "other", "pkg-1.0", {"pkg/__init__.py": "VALUE = 2\n", "pkg/sub.py": "X = 1\n"})
     assert link_and_import(other, tmp_path / "p3", overlay) == "2"
     assert len(list(overlay.glob("pkg-*"))) == 2
