@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from matrix.cells import Cell, install_order
 from matrix.classify import Outcome, Verdict
-from matrix.spec import Spec
+from matrix.spec import Spec, canonical_name
 
 
 class RunInstalls:
@@ -25,9 +25,8 @@ class RunInstalls:
     - A cell whose pins have all been installed in this run may resolve offline, from the index
       pages uv read for them minutes ago (0.1 s instead of 0.35 s through a proxy that lets nothing
       be cached). A failure offline is tried again online, and only the online answer counts, but
-      for a conflict among those pages' requirements that names neither the cache nor the network:
-      online, the same pages say the same (and the cell is spared three steps). Pages older than
-      the run are never used that way.
+      for one pin's requirement excluding another pin (_settled_offline): online says the same,
+      and the cell is spared three steps. Pages older than the run are never used that way.
     """
 
     def __init__(self) -> None:
@@ -68,7 +67,7 @@ class RunInstalls:
         failure (`start_over` clears what the offline attempt left). Both backends use this."""
         with self.hold(cell) as seen:
             failed = attempt(True) if seen else None
-            if seen and failed is not None and _settled_offline(failed):
+            if seen and failed is not None and _settled_offline(failed, cell):
                 log.append("# offline from this run's index pages: a conflict in what they say; as online\n")
                 return failed
             if not seen or failed is not None:
@@ -81,12 +80,23 @@ class RunInstalls:
         return failed
 
 
-def _settled_offline(verdict: Verdict) -> bool:
-    """An offline failure that online would repeat: a conflict between requirements read from the
-    run's pages. One that mentions the cache or the network may be a page missing offline (uv:
-    "Because numpy was not found in the cache ...")."""
+# uv's words for the simplest conflict: one pin's own requirement excludes another pin.
+_PIN_CONFLICT = re.compile(r"^Because (?P<a>[A-Za-z0-9._-]+)==(?P<av>\S+) depends on (?P<b>[A-Za-z0-9._-]+)"
+                           r"[<>=!~,.*0-9A-Za-z+]* and you require (?P=b)==(?P<bv>[^\s,]+),")
+
+
+def _settled_offline(verdict: Verdict, cell: Cell) -> bool:
+    """An offline failure that online would repeat: one pin of the cell depends on a version of
+    another that the cell pins otherwise. It rests on the metadata of that pin alone, which this
+    run read online; any other failure offline may be something missing there (uv: "numpy was
+    not found in the cache", "numpy==2.2.6 needs to be downloaded from a registry")."""
+    m = _PIN_CONFLICT.match(verdict.error)
+    if verdict.outcome is not Outcome.RESOLVE_CONFLICT or m is None:
+        return False
+    pins = {(canonical_name(n), v) for n, v in cell.pins}
     text = verdict.error.lower()
-    return verdict.outcome is Outcome.RESOLVE_CONFLICT and not any(w in text for w in ("cache", "network", "offline"))
+    return ((canonical_name(m["a"]), m["av"]) in pins and (canonical_name(m["b"]), m["bv"]) in pins
+            and not any(w in text for w in ("cache", "network", "offline", "download", "registry")))
 
 
 @dataclass(frozen=True)
