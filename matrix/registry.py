@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from packaging.version import InvalidVersion, Version
 
 from matrix import evidence
@@ -443,6 +442,8 @@ def suggest_entry(group: UnmatchedGroup, registry: Registry | None = None) -> st
         + "; ".join(f"{p} {', '.join(vs)}" for p, vs in seen_pins.items() if vs),
         f"# example: {collapse(group.example)[:300]}",
     ]
+    import yaml
+
     body = yaml.safe_dump([entry], sort_keys=False, allow_unicode=True, width=1000, default_flow_style=None)
     return "\n".join(header) + "\n" + body
 
