@@ -124,8 +124,8 @@ class DockerEngine:
     def client(self) -> docker.DockerClient:
         """The SDK's client, made on first use."""
         with self._lock:
+            _load_sdk()  # also for a client handed in: the SDK's errors are what its calls raise
             if self._client is None:
-                _load_sdk()
                 try:
                     self._client = docker.from_env(timeout=600)
                 except _FAULTS as e:
