@@ -297,7 +297,8 @@ class DockerBackend:
         run's, whose workbench went first), and this run's cells get their directory; every one
         gets the local find-links directories, and a credentialed run's uv configuration."""
         bench = self.engine.start(b.image, _IDLE, labels=self.labels(), volumes={CACHE_VOLUME: dockerfile.CACHE})
-        links = [p for p in dockerfile.find_links_all(self.spec) if "://" not in p]
+        find_links = dockerfile.find_links_all(self.spec)
+        links = [p for p in find_links if "://" not in p]
         script = [f"{shlex.quote(base.image_python)} -c '' || exit {_NO_PYTHON}"]
         if first:
             venvs = shlex.quote(dockerfile.VENVS)
@@ -321,7 +322,7 @@ class DockerBackend:
         if setup.exit_code != 0:
             raise EngineFault(f"preparing the workbench: {(setup.stdout + setup.stderr).strip()[-300:]}")
         if install.has_credentials(self.spec):
-            conf = install.uv_toml(self.spec, dockerfile.find_links_all(self.spec)).encode()
+            conf = install.uv_toml(self.spec, find_links).encode()
             self.engine.put_files(bench, {UV_TOML: conf}, mode=0o600)
         return bench
 
