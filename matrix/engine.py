@@ -70,12 +70,10 @@ class _Socket:
     EngineFault."""
 
     def __init__(self, path: str) -> None:
-        self.path = path
-
-    def get(self, url: str, **query: str) -> tuple[int, Any]:
         import http.client
 
-        path = self.path
+        self.path = path
+        self._http = http.client
 
         class Connection(http.client.HTTPConnection):
             def connect(self) -> None:
@@ -83,7 +81,10 @@ class _Socket:
                 self.sock.settimeout(60)
                 self.sock.connect(path)
 
-        conn = Connection("localhost", timeout=60)
+        self._connection = Connection
+
+    def get(self, url: str, **query: str) -> tuple[int, Any]:
+        conn = self._connection("localhost", timeout=60)
         try:
             conn.request("GET", url + ("?" + urllib.parse.urlencode(query) if query else ""))
             response = conn.getresponse()
@@ -92,8 +93,8 @@ class _Socket:
                 raise EngineFault(f"the engine answered {response.status} to GET {url}: {body[:300]!r}")
             is_json = response.getheader("Content-Type", "").startswith("application/json")
             return response.status, json.loads(body) if is_json else body
-        except (OSError, ValueError, http.client.HTTPException) as e:
-            raise EngineFault(f"GET {url} on {path}: {_short(e)}") from e
+        except (OSError, ValueError, self._http.HTTPException) as e:
+            raise EngineFault(f"GET {url} on {self.path}: {_short(e)}") from e
         finally:
             conn.close()
 
