@@ -39,6 +39,11 @@ class Record:
     base_id: str = ""
     # Read from the result cache (resultcache.py) rather than run: run_id names the run that ran it.
     cached: bool = False
+    # The day the run took the world as of (--as-of: axes and every install), "" for today.
+    as_of: str = ""
+    # The digest of the matrix the cell was planned from (ledger.matrix_digest): a merge refuses
+    # records of two matrices.
+    matrix: str = ""
 
     @classmethod
     def for_cell(cls, cell: Cell, *, backend: str, run_id: str, **fields: Any) -> Record:
