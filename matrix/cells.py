@@ -100,9 +100,12 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def shard(cells_: tuple[Cell, ...], k: int, n: int) -> tuple[Cell, ...]:
-    """The cells of shard k of n. A cell's shard depends on its id alone, so adding cells to the
-    matrix never moves the others (their cached results stay where they were)."""
-    def which(cell: Cell) -> int:
-        return int(hashlib.sha256(cell.id.encode()).hexdigest(), 16) % n + 1
-
-    return tuple(c for c in cells_ if which(c) == k)
+    """The cells of shard k of n (in the order given). The cells are sorted by a hash of their id
+    and dealt round-robin, so the n shards differ in size by at most one cell, and a given set of
+    cell ids splits the same way wherever and in whatever order it is planned (each shard of a CI
+    run computes its own part)."""
+    if not 1 <= k <= n:
+        raise ValueError(f"shard {k}/{n} is not K/N with 1 <= K <= N")
+    ranked = sorted({c.id for c in cells_}, key=lambda i: (hashlib.sha256(i.encode()).digest(), i))
+    mine = set(ranked[k - 1::n])
+    return tuple(c for c in cells_ if c.id in mine)

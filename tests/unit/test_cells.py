@@ -126,17 +126,38 @@ def test_credentials_are_redacted() -> None:
         "pip install --index-url https://***@pypi.corp/simple numpy --extra-index-url http://***@x/y")
 
 
-def test_shards_partition_the_cells_and_stay_put_when_cells_are_added(make_spec) -> None:
+def test_shards_partition_the_cells_evenly_and_the_same_way_every_time(make_spec) -> None:
     import pytest
 
     plan = cells.plan(make_spec(MATRIX))
     parts = [cells.shard(plan.cells, k, 3) for k in (1, 2, 3)]
     assert sorted(c.id for p in parts for c in p) == sorted(c.id for c in plan.cells)
-    assert all(parts), "each of 3 shards of 13 cells should hold some"
-    bigger = plan.cells + (cells.Cell("bookworm-py311", "together", (("numpy", "9.9.9"), ("scipy", "9.9.9"))),)
-    for k in (1, 2, 3):
-        assert set(cells.shard(plan.cells, k, 3)) <= set(cells.shard(bigger, k, 3))
+    assert sorted(len(p) for p in parts) == [4, 4, 5]  # 13 cells
+    for p in parts:  # a shard keeps the plan's order
+        assert list(p) == [c for c in plan.cells if c in p]
     assert cells.parse_shard("2/4") == (2, 4)
     for bad in ("0/4", "5/4", "2", "a/b", "2/0"):
         with pytest.raises(ValueError):
             cells.parse_shard(bad)
+    with pytest.raises(ValueError):
+        cells.shard(plan.cells, 4, 3)
+
+
+def test_shard_sizes_differ_by_at_most_one_for_many_sizes() -> None:
+    import random
+
+    rng = random.Random(12)
+    for count in (0, 1, 2, 5, 13, 64, 97, 250):
+        some = tuple(cells.Cell(f"b{i % 7}", "together", (("numpy", f"1.{i}.{rng.randrange(9)}"),))
+                     for i in range(count))
+        for n in (1, 2, 3, 4, 7, 10, 16, 300):
+            parts = [cells.shard(some, k, n) for k in range(1, n + 1)]
+            ids = [c.id for p in parts for c in p]
+            assert sorted(ids) == sorted(c.id for c in some), (count, n)  # each cell in exactly one shard
+            sizes = [len(p) for p in parts]
+            assert max(sizes) - min(sizes) <= 1, (count, n, sizes)
+            # The split depends on the set of ids only: the same in any order they are planned in.
+            shuffled = list(some)
+            rng.shuffle(shuffled)
+            for k in range(1, n + 1):
+                assert set(cells.shard(tuple(shuffled), k, n)) == set(parts[k - 1])
