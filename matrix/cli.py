@@ -15,28 +15,14 @@ import json
 import shlex
 import shutil
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from matrix import (
-    __version__,
-    cells,
-    history,
-    install,
-    locks,
-    probing,
-    registry,
-    registry_cli,
-    resultcache,
-    spec,
-    sweep,
-)
-from matrix.classify import Outcome
+from matrix import __version__, cells, history, install, probing, registry_cli, resultcache, spec, sweep
+from matrix import run as pipeline
 from matrix.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, CompatMatrixError, ConfigError, EngineUnavailable
 from matrix.install import redact
-from matrix.registry import Registry
-from matrix.store import Record, load_records, summary
+from matrix.store import summary
 
 
 def _err(message: str) -> None:
@@ -55,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--as-of", type=_date, metavar="YYYY-MM-DD",
                         help="axes given as specifiers ignore releases uploaded after this day")
 
+    def known_good_arg(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--write-known-good", action="store_true",
+                        help="refresh the registry's known-good pins from this --results directory (by default "
+                             "only results/ beside the matrix file feeds them)")
+
     run = sub.add_parser("run", help="build, probe and classify every selected cell")
     config_arg(run)
     run.add_argument("--results", default="results", type=Path, help="output directory (default: results)")
@@ -70,10 +61,11 @@ def _parser() -> argparse.ArgumentParser:
                      "`compat-matrix merge` joins the shards' results")
     run.add_argument("--registry", type=Path, metavar="FILE",
                      help="the known-issue registry (default: registry/known-issues.yaml beside the matrix "
-                          "file, when there is one); its known-good pins are refreshed after the run")
+                          "file, when there is one)")
+    known_good_arg(run)
     run.add_argument("--resume", action="store_true",
-                     help="keep the verdicts already in RESULTS/records.jsonl; run only the cells without one "
-                          "(not run, or infra-error)")
+                     help="keep the verdicts the results directory's ledger holds; run only the cells without one "
+                          "(not run, or infra-error) or whose base moved")
     run.add_argument("--jobs", "-j", type=_jobs, default=None, metavar="N",
                      help=f"cells run in parallel (default: {sweep.default_jobs()} on this machine: one per core "
                           "and one more)")
@@ -87,14 +79,19 @@ def _parser() -> argparse.ArgumentParser:
     config_arg(ls)
     ls.add_argument("--select", action="append", metavar="GLOB")
     ls.add_argument("--shard", metavar="K/N", help="only the cells of shard K of N")
+    ls.set_defaults(results=Path("results"), registry=None, fail_on_regression=False, write_known_good=False)
 
     mg = sub.add_parser("merge", help="join the results of shard runs into one table")
     config_arg(mg)
     mg.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="results directories of the shards")
     mg.add_argument("--results", default="results", type=Path, help="where the joined table goes")
     mg.add_argument("--registry", type=Path, metavar="FILE", help="as for run")
+    known_good_arg(mg)
     mg.add_argument("--fail-on-regression", action="store_true",
                     help="exit 1 when a cell that worked in the table being replaced now fails")
+    mg.add_argument("--allow-partial", action="store_true",
+                    help="write the table even when cells have no record in the directories (they show as not "
+                         "run, and matrix.md says the merge is partial); without it a missing cell is exit 3")
 
     df = sub.add_parser("diff", help="what changed between two runs (exit 1 on a regression)")
     df.add_argument("a", metavar="RUN_A", help="a run id (results/history/<id>.jsonl) or a records file")
@@ -118,11 +115,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _load_spec(args: argparse.Namespace) -> spec.Spec:
-    """The matrix file, its specifier axes filled from the index (as of --as-of, if given)."""
-    return spec.expand(spec.load(args.config), getattr(args, "as_of", None))
-
-
 def _jobs(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of cells (1 or more)")
@@ -137,22 +129,9 @@ def _date(text: str) -> dt.date:
 
 
 def _selected(args: argparse.Namespace) -> tuple[spec.Spec, cells.Plan, tuple[cells.Cell, ...]]:
-    s = _load_spec(args)
+    s = pipeline.load_spec(args.config, args.as_of)
     plan = cells.plan(s)
-    chosen = cells.select(plan.cells, args.select)
-    if getattr(args, "shard", None):
-        try:
-            k, n = cells.parse_shard(args.shard)
-        except ValueError as e:
-            raise ConfigError(str(args.config), "--shard", str(e), "e.g. --shard 2/4") from None
-        chosen = cells.shard(chosen, k, n)
-        if not chosen:  # a small matrix over many shards: this shard has nothing to do
-            print(f"shard {args.shard} holds no cell of this matrix", file=sys.stderr)
-    if not chosen and not getattr(args, "shard", None):
-        hint = f" (e.g. {plan.cells[0].id})" if plan.cells else ""
-        raise ConfigError(str(args.config), "--select", f"{args.select} matches no cell",
-                          f"run `compat-matrix list --config {args.config}` for the ids{hint}")
-    return s, plan, chosen
+    return s, plan, pipeline.select(_options(args), s, plan, lambda line: print(line, file=sys.stderr))
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -165,7 +144,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    s = _load_spec(args)
+    s = pipeline.load_spec(args.config, args.as_of)
     plan = cells.plan(s)
     found = {c.id: c for c in plan.cells} | {e.cell.id: e.cell for e in plan.excluded}
     cell = found.get(args.cell)
@@ -209,86 +188,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _registry(args: argparse.Namespace) -> Registry | None:
-    """The registry the run matches failures against: given, or the one beside the matrix file."""
-    if args.registry is not None:
-        return registry.load(args.registry)
-    default = args.config.parent / registry.DEFAULT_PATH
-    return registry.load(default) if default.is_file() else None
-
-
-def _backend(choice: str, s: spec.Spec, run_id: str, keep: bool,
-             issue_probes: tuple[tuple[str, str], ...]) -> tuple[sweep.Backend, str]:
-    """The backend to run, and a line saying which one and why."""
-    from matrix.venv_backend import VenvBackend
-
-    def venv() -> VenvBackend:
-        return VenvBackend(s, run_id, keep=keep, issue_probes=issue_probes)
-
-    if choice in ("docker", "auto"):
-        from matrix.docker_backend import DockerBackend
-        from matrix.engine import DockerEngine
-
-        try:
-            engine = DockerEngine()
-        except EngineUnavailable as e:
-            if choice == "docker":
-                raise
-            return venv(), f"{e}: running the embedded venv backend instead"
-        backend = DockerBackend(engine, s, run_id, keep=keep, issue_probes=issue_probes)
-        return backend, f"docker backend on {engine.description}"
-    return venv(), "venv backend (--backend venv)"
-
-
-def _verdicts_to_keep(results: Path, cells_: tuple[cells.Cell, ...],
-                      base_ids: dict[str, str]) -> dict[str, Record]:
-    """For --resume: the last table's verdicts on these cells (an infra-error is no verdict),
-    while their base is still what it was (a moved base image or interpreter runs them again)."""
-    path = results / "records.jsonl"
-    if not path.is_file():
-        return {}
-    try:
-        previous = load_records(path)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ConfigError(str(path), "--resume", f"the records cannot be read ({e})",
-                          "run without --resume to start afresh") from None
-    wanted = {c.id for c in cells_}
-    return {r.cell: r for r in previous if r.cell in wanted and r.outcome is not Outcome.INFRA_ERROR
-            and r.base_id == base_ids.get(r.base, "")}
-
-
 def cmd_diff(args: argparse.Namespace) -> int:
     """Exit 1 when the second run regressed against the first (a cell that worked now fails)."""
     d = history.diff(history.load_run(args.a, args.results), history.load_run(args.b, args.results))
     print(history.format_diff(d), end="")
     return EXIT_FAILED if d.regressions else EXIT_OK
-
-
-def cmd_merge(args: argparse.Namespace) -> int:
-    """One table from shard runs, in the matrix's cell order, as an unsharded run writes it."""
-    s = _load_spec(args)
-    known = _registry(args)
-    order = {c.id: i for i, c in enumerate(cells.plan(s).cells)}
-    merged: dict[str, Record] = {}
-    for d in args.dirs:
-        path = d / "records.jsonl"
-        if not path.is_file():
-            raise ConfigError(str(path), "DIR", "no records here", "pass the --results directories of the shard runs")
-        for r in load_records(path):
-            if r.cell in merged:
-                raise ConfigError(str(path), r.cell, "this cell is in two of the directories",
-                                  "merge the results of distinct shards of one matrix")
-            merged[r.cell] = r
-    records = sorted(merged.values(), key=lambda r: order.get(r.cell, len(order)))
-    with_lock = locks.hold_results(args.results)
-    try:
-        paths, changes = _write_table(records, args.results, s, known)
-    finally:
-        with_lock.release(remove=False)
-    print(f"merged {len(records)} cells from {len(args.dirs)} directories: {summary(records)}")
-    print("wrote " + ", ".join(str(p) for p in paths))
-    regressed = _print_regressions(changes)
-    return EXIT_FAILED if regressed and args.fail_on_regression else EXIT_OK
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
@@ -323,58 +227,6 @@ def cmd_shards(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _write_table(records: list[Record], results: Path, s: spec.Spec, known: Registry | None, *,
-                 known_good: bool = True) -> tuple[list[Path], history.Diff | None]:
-    """Write the table (compared with the one it replaces) and, with a registry, the known-good
-    pins. Shared by run and merge, so a merged table is written as an unsharded run's is."""
-    previous = _previous_table(results)
-    changes = history.diff(previous, records) if previous is not None else None
-    if previous is not None and _same(previous, records) and _table_current(results, known):
-        return [], changes  # an unchanged re-run: the table and the known-good pins stand as they are
-    # Here, not at the top: pandas takes half a second to import, and an unchanged re-run needs none of it.
-    from matrix import report
-
-    paths = report.write(records, results, s.package_names, known,
-                         history.format_diff(changes, markdown=True) if changes else None)
-    if known is not None and known_good:
-        from matrix import knowngood
-
-        paths.append(knowngood.write(records, known, packages=s.package_names))
-    return paths, changes
-
-
-# What report.write() writes: all of them present and the records unchanged, nothing is rewritten.
-TABLE_FILES = ("records.jsonl", "matrix.csv", "matrix.md", "matrix.html", "junit.xml", "matrix.json")
-
-
-def _table_current(results: Path, known: Registry | None) -> bool:
-    """Every file of the table is there, written after the registry it names issues from was."""
-    if not all((results / f).is_file() for f in TABLE_FILES):
-        return False
-    if known is None or known.path is None:
-        return True
-    from matrix import knowngood
-
-    written = (results / "records.jsonl").stat().st_mtime
-    try:
-        return known.path.stat().st_mtime < written and knowngood.default_path(known).is_file()
-    except OSError:
-        return False
-
-
-def _load_report() -> None:
-    """Import the table writer (pandas: half a second) while the cells run, not after them."""
-    from matrix import report  # noqa: F401 - imported for later
-
-
-def _same(previous: list[Record], records: list[Record]) -> bool:
-    """The same verdicts from the same runs (whether read from the result cache or not)."""
-    def plain(rs: list[Record]) -> list[dict[str, object]]:
-        return [dict(r.serialize(), cached=False) for r in rs]
-
-    return plain(previous) == plain(records)
-
-
 def _print_regressions(changes: history.Diff | None) -> bool:
     """Print the regressions of a diff, if any; True when there were some."""
     if changes is None or not changes.regressions:
@@ -384,120 +236,41 @@ def _print_regressions(changes: history.Diff | None) -> bool:
     return True
 
 
-def _previous_table(results: Path) -> list[Record] | None:
-    """The records of the table this run replaces, for "changed since the last run"."""
-    try:
-        return load_records(results / "records.jsonl")
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # none, or unreadable: this run's table stands without a comparison
+def _options(args: argparse.Namespace) -> pipeline.Options:
+    """The run (or merge) the arguments ask for."""
+    return pipeline.Options(
+        config=args.config, results=args.results, select=tuple(args.select) if getattr(args, "select", None) else None,
+        shard=getattr(args, "shard", None), keep=getattr(args, "keep", False), rerun=getattr(args, "rerun", False),
+        resume=getattr(args, "resume", False), jobs=getattr(args, "jobs", None),
+        backend=getattr(args, "backend", "auto"), registry=args.registry, fail_on_regression=args.fail_on_regression,
+        write_known_good=args.write_known_good, as_of=args.as_of, allow_partial=getattr(args, "allow_partial", False))
 
 
-def _close_meanwhile(backend: sweep.Backend) -> Callable[[], None]:
-    """Start the backend's end-of-run clean-up on a thread; returns what waits for it (and raises
-    what it raised)."""
-    failed: list[Exception] = []
-
-    def close() -> None:
-        try:
-            backend.close(interrupted=False)
-        except Exception as e:  # noqa: BLE001 - handed to the waiter
-            failed.append(e)
-
-    thread = threading.Thread(target=close, name="compat-matrix-close")
-    thread.start()
-
-    def closed() -> None:
-        thread.join()
-        if failed:
-            raise failed[0]
-
-    return closed
+def _report(result: pipeline.Result, *, merged: int | None = None) -> int:
+    """Print what a run or a merge did; its status is the exit code."""
+    if merged is not None:
+        print(f"merged {len(result.ran)} cells from {merged} directories: {summary(result.ran)}")
+    else:
+        print(f"{len(result.ran)}/{result.total} cells: {summary(result.ran)}")
+    if result.table or result.not_run:
+        print(f"the table: {summary(result.table)}" + (f", {len(result.not_run)} not run" if result.not_run else ""))
+    _print_regressions(result.changes)
+    if result.unchanged:
+        print("the table stands: every verdict is the one it holds")
+    elif result.paths:
+        print("wrote " + ", ".join(str(p) for p in result.paths))
+    for line in result.problems:
+        _err(line)
+    return result.status
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    s, plan, chosen = _selected(args)
-    if not chosen:  # an empty shard: an empty table, so a CI fan-out needs no special case
-        from matrix import report
+    return _report(pipeline.run(_options(args)))
 
-        report.write([], args.results, s.package_names)
-        return EXIT_OK
-    known = _registry(args)
-    issue_probes = tuple((i.name, i.probe) for i in known.issues if i.probe) if known else ()
-    run_id = sweep.new_run_id()
-    # Before anything is written: no engine (with --backend docker), no change to results/.
-    backend, why = _backend(args.backend, s, run_id, args.keep, issue_probes)
-    print(f"compat-matrix run {run_id}: {why}")
-    skipped = {b.name: backend.skip_reason(b) for b in s.bases}
-    for reason in sorted({r for r in skipped.values() if r}):
-        print(f"skipped: {reason}")
-    runnable = tuple(c for c in chosen if not skipped[c.base])
-    skipped_cells = [c for c in chosen if skipped[c.base]]
-    results: Path = args.results
-    try:
-        kept = _verdicts_to_keep(results, runnable, {b.name: backend.base_id(b) for b in s.bases
-                                                     if not skipped[b.name]}) if args.resume else {}
-        runnable = tuple(c for c in runnable if c.id not in kept)
-        if not runnable and not kept:
-            raise ConfigError(str(args.config), "bases", f"none of the {len(chosen)} selected cells can run on "
-                              f"the {backend.name} backend", "see the skipped lines above")
-        results_lock = locks.hold_results(results)
-    except BaseException:
-        backend.close(interrupted=False)
-        raise
-    run_lock = locks.hold_run(run_id)
-    outcome: sweep.SweepResult | None = None
-    closed: Callable[[], None] | None = None
-    try:
-        for note in backend.start():
-            print(note)
-        print(f"{len(runnable)} cells to run" + (f", {len(kept)} kept from the last run" if kept else "")
-              + (f", {len(plan.excluded)} excluded" if plan.excluded else "")
-              + (f", {len(skipped_cells)} skipped" if skipped_cells else ""))
-        with sweep.sigterm_raises():
-            cache = resultcache.ResultCache(s, backend.name, issue_probes)
-            outcome = sweep.sweep(runnable, backend, results, run_id, jobs=args.jobs or sweep.default_jobs(),
-                                  cache=cache, rerun=args.rerun or args.keep, meanwhile=_load_report)
-        if outcome.interrupted is None:
-            closed = _close_meanwhile(backend)  # the engine's clean-up while the table is written
-        # Kept verdicts first in matrix order, as an uninterrupted run would have written them.
-        order = {c.id: i for i, c in enumerate(chosen)}
-        outcome.records[:0] = list(kept.values())
-        outcome.records.sort(key=lambda r: order.get(r.cell, len(order)))
-        outcome.total += len(kept)
-        paths, changes = _write_table(outcome.records, results, s, known,
-                                      known_good=outcome.interrupted is None)
-        if not paths:
-            print(f"the table in {results} stands: every verdict is the one it holds")
-        if outcome.interrupted is None:
-            paths.append(history.keep(outcome.records, results, run_id))
-    finally:
-        try:
-            if closed is None:
-                backend.close(interrupted=outcome is None or outcome.interrupted is not None)
-            else:
-                closed()
-        except Exception as e:  # noqa: BLE001 - a failed cleanup must not hide the results
-            _err(f"cleanup of run {run_id} failed: {e}")
-        run_lock.release()
-        results_lock.release(remove=False)
-    print(f"{len(outcome.records)}/{outcome.total} cells: {summary(outcome.records)}")
-    regressed = _print_regressions(changes)
-    print("wrote " + ", ".join(str(p) for p in paths) + f", logs in {results / 'logs'}")
-    if outcome.interrupted is not None:
-        _err(f"interrupted after {len(outcome.records)} of {outcome.total} cells; the table holds those. "
-             "`--resume` runs the rest")
-        return outcome.interrupted
-    if outcome.stopped:
-        _err(f"{outcome.stopped}; mend that, then `--resume` runs the rest")
-        return EXIT_INFRA
-    if regressed and args.fail_on_regression:
-        return EXIT_FAILED
-    infra = [r for r in outcome.records if r.outcome is Outcome.INFRA_ERROR]
-    if infra:
-        _err(f"{len(infra)} cell(s) ended in infra-error (no verdict); see their logs, then `--resume` "
-             "runs just those")
-        return EXIT_INFRA
-    return EXIT_OK
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    """One table from shard runs: the shards of one matrix, every cell present (or --allow-partial)."""
+    return _report(pipeline.merge(_options(args), args.dirs), merged=len(args.dirs))
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

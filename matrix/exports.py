@@ -26,6 +26,7 @@ COLOURS = {
     Outcome.NO_WHEEL: "#cfe2f3",
     Outcome.BUILD_ERROR: "#ea9999",
     Outcome.INFRA_ERROR: "#d9d9d9",
+    Outcome.NOT_RUN: "#ffffff",
 }
 
 
@@ -33,7 +34,7 @@ COLOURS = {
 LABELS = {
     Outcome.PASS: "pass", Outcome.WARN: "warn", Outcome.IMPORT_ERROR: "import", Outcome.CRASH: "crash",
     Outcome.TIMEOUT: "timeout", Outcome.RESOLVE_CONFLICT: "conflict", Outcome.NO_WHEEL: "no wheel",
-    Outcome.BUILD_ERROR: "build", Outcome.INFRA_ERROR: "infra",
+    Outcome.BUILD_ERROR: "build", Outcome.INFRA_ERROR: "infra", Outcome.NOT_RUN: "not run",
 }
 
 
@@ -112,11 +113,13 @@ def _plain_heatmap(outcomes: pd.DataFrame, tips: pd.DataFrame) -> str:
 
 
 def junit(df: pd.DataFrame, name: str = "compat-matrix") -> str:
-    """One testcase per cell: incompatibilities are failures, infra errors are errors (no verdict)."""
+    """One testcase per cell: incompatibilities are failures, infra errors are errors (no verdict),
+    cells not run yet are skipped."""
     incompatible = [o.value for o in Outcome if o.is_incompatibility]
     suite = ET.Element("testsuite", name=name, tests=str(len(df)),
                        failures=str(int(df["outcome"].isin(incompatible).sum())),
                        errors=str(int((df["outcome"] == Outcome.INFRA_ERROR.value).sum())),
+                       skipped=str(int((df["outcome"] == Outcome.NOT_RUN.value).sum())),
                        time=f"{df['duration_s'].sum():.2f}" if not df.empty else "0")
     root = ET.Element("testsuites")
     root.append(suite)
@@ -130,7 +133,7 @@ def junit(df: pd.DataFrame, name: str = "compat-matrix") -> str:
     ET.indent(root)
     envelope = ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
     columns = [df[c].tolist() for c in ("base", "mode", "cell", "duration_s", "outcome", "error", "issue")]
-    infra, warn = Outcome.INFRA_ERROR.value, Outcome.WARN.value
+    infra, warn, not_run = Outcome.INFRA_ERROR.value, Outcome.WARN.value, Outcome.NOT_RUN.value
     cases = []
     for base, mode, cell, duration_s, outcome, error, issue in zip(*columns, strict=True):
         case = f'<testcase classname="{_attr(f"{base}.{mode}")}" name="{_attr(cell)}" time="{duration_s:.2f}"'
@@ -140,6 +143,8 @@ def junit(df: pd.DataFrame, name: str = "compat-matrix") -> str:
             child = f'<{tag} type="{_attr(outcome)}" message="{_attr(message)}"'
             child += f">{escape(message)}</{tag}>" if message else " />"
             cases.append(f"{case}>\n      {child}\n    </testcase>")
+        elif outcome == not_run:
+            cases.append(f'{case}>\n      <skipped message="not run yet" />\n    </testcase>')
         elif outcome == warn:
             cases.append(f"{case}>\n      <system-out>{escape(f'warn: {error}')}</system-out>\n    </testcase>")
         else:

@@ -12,6 +12,7 @@ import tabulate
 from packaging.version import Version
 
 from matrix import exports
+from matrix.cells import Cell
 from matrix.classify import Outcome
 from matrix.registry import Issue, Registry, group_unmatched, suggest_entry
 from matrix.store import Record, atomic_write, records_jsonl
@@ -26,6 +27,7 @@ SYMBOLS = {
     Outcome.NO_WHEEL: "🚫",
     Outcome.BUILD_ERROR: "🔧",
     Outcome.INFRA_ERROR: "❓",
+    Outcome.NOT_RUN: "⬜",
 }
 MEANINGS = {
     Outcome.PASS: "every probe passed",
@@ -37,8 +39,10 @@ MEANINGS = {
     Outcome.NO_WHEEL: "no binary for this Python/platform",
     Outcome.BUILD_ERROR: "any other install or build failure",
     Outcome.INFRA_ERROR: "the tool's world failed (engine, network, disk): no verdict",
+    Outcome.NOT_RUN: "a cell of the matrix with no record yet (`run --resume` runs it)",
 }
-NOT_RUN = "·"
+# A place of the grid that is no cell of the matrix (excluded, or not in the product).
+NO_CELL = "·"
 
 
 def packages_of(records: list[Record], packages: tuple[str, ...] = ()) -> list[str]:
@@ -52,7 +56,7 @@ def packages_of(records: list[Record], packages: tuple[str, ...] = ()) -> list[s
 def table(records: list[Record], packages: tuple[str, ...] = (), registry: Registry | None = None) -> pd.DataFrame:
     """One row per cell; `issue` names the registry entry a failing cell hit."""
     names = packages_of(records, packages)
-    hits = registry.matches(records) if registry else {}
+    hits = registry.matches(r for r in records if r.outcome is not Outcome.NOT_RUN) if registry else {}
     columns = ["cell", "base", "mode", *names, "outcome", "error", "issue",
                *(f"installed_{p}" for p in names), "duration_s", "backend", "python", "engine"]
     if len(set(columns)) < len(columns):  # a package named like a column: one dict per row decides
@@ -105,14 +109,18 @@ def pivot(df: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     order = (work.drop_duplicates("pins")
              .sort_values(by=names, key=lambda col: col.map(_version_key))["pins"])
     grid = grid.reindex(index=list(order), columns=list(dict.fromkeys(work["where"])))
-    return grid.fillna(NOT_RUN)
+    return grid.fillna(NO_CELL)
 
 
 def markdown(df: pd.DataFrame, names: list[str], registry: Registry | None = None,
              records: list[Record] | None = None, changes: str | None = None,
-             title: str = "Compatibility matrix", grid: pd.DataFrame | None = None) -> str:
-    """The table as Markdown; `grid` is pivot(df, names) when the caller already has it."""
+             title: str = "Compatibility matrix", grid: pd.DataFrame | None = None,
+             about: list[str] | None = None) -> str:
+    """The table as Markdown; `grid` is pivot(df, names) when the caller already has it; `about`:
+    lines under the title (where the verdicts come from, a partial merge)."""
     out = [f"# {title}", ""]
+    if about:
+        out += [*about, ""]
     counts = Counter(df["outcome"]) if not df.empty else Counter()
     out.append(", ".join(f"{SYMBOLS[o]} {o.value}: {counts[o.value]}" for o in Outcome if counts[o.value])
                or "No cells ran.")
@@ -124,7 +132,7 @@ def markdown(df: pd.DataFrame, names: list[str], registry: Registry | None = Non
         out.append("")
     if changes is not None:
         out += ["## Changed since the last run", "", changes.rstrip(), ""]
-    failing = df[~df["outcome"].isin([Outcome.PASS.value])] if not df.empty else df
+    failing = df[~df["outcome"].isin([Outcome.PASS.value, Outcome.NOT_RUN.value])] if not df.empty else df
     if not failing.empty:
         out += ["## Cells that did not pass", ""]
         details = failing[["cell", "outcome", "error", "issue"]].copy()
@@ -149,7 +157,7 @@ def markdown(df: pd.DataFrame, names: list[str], registry: Registry | None = Non
                 out += ["```yaml", suggest_entry(g, registry).rstrip(), "```", ""]
     out += ["## Legend", ""]
     legend = pd.DataFrame([{"": SYMBOLS[o], "outcome": o.value, "meaning": MEANINGS[o]} for o in Outcome]
-                          + [{"": NOT_RUN, "outcome": "not run", "meaning": "excluded, or not selected"}])
+                          + [{"": NO_CELL, "outcome": "no cell", "meaning": "not a cell of the matrix (excluded)"}])
     out.append(github_table(legend, index=False))
     return "\n".join(out) + "\n"
 
@@ -237,16 +245,25 @@ def _one_line(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def not_run_rows(cells: list[Cell]) -> list[Record]:
+    """The table's rows for cells of the matrix that have no record (never written as records)."""
+    return [Record(cell=c.id, base=c.base, mode=c.mode, pins=c.pin_dict, outcome=Outcome.NOT_RUN, backend="")
+            for c in cells]
+
+
 def write(records: list[Record], results_dir: Path, packages: tuple[str, ...] = (),
-          registry: Registry | None = None, changes: str | None = None) -> list[Path]:
-    """The table and the records behind it (records.jsonl: what the registry and advisor read)."""
-    names = packages_of(records, packages)
-    df = table(records, packages, registry)
+          registry: Registry | None = None, changes: str | None = None, *,
+          not_run: list[Cell] | None = None, about: list[str] | None = None) -> list[Path]:
+    """The table and the records behind it (records.jsonl: what the registry and advisor read).
+    `not_run`: cells of the matrix without a record, rows of the table with their own symbol."""
+    rows = records + not_run_rows(not_run or []) if not_run else records
+    names = packages_of(rows, packages)
+    df = table(rows, packages, registry)
     grid = pivot(df, names)
     outputs = {
         "records.jsonl": records_jsonl(records),
         "matrix.csv": df.to_csv(index=False),
-        "matrix.md": markdown(df, names, registry, records, changes, grid=grid),
+        "matrix.md": markdown(df, names, registry, records, changes, grid=grid, about=about),
         "matrix.html": exports.html(df, names, grid),
         "junit.xml": exports.junit(df),
         "matrix.json": exports.as_json(df),

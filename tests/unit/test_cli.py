@@ -132,24 +132,28 @@ def test_clean_removes_what_is_kept_here_and_says_when_no_engine_answers(
 
 
 def test_an_unchanged_table_stands_only_while_its_registry_is_older(tmp_path: Path) -> None:
-    from matrix import cli, registry
+    from matrix import registry
+    from matrix import run as pipeline
 
     results = tmp_path / "results"
     results.mkdir()
-    for name in cli.TABLE_FILES:
+    for name in pipeline.TABLE_FILES:
         (results / name).write_text("")
+    (results / "matrix.md").write_text("# Compatibility matrix\n\n" + pipeline._STAMP.format(digest="d1") + "\n")
     reg_file = tmp_path / "registry" / "known-issues.yaml"
     reg_file.parent.mkdir()
     reg_file.write_text("[]\n")
     known = registry.load(reg_file)
     os.utime(reg_file, (1, 1))
-    assert not cli._table_current(results, known)  # no known-good pins written yet
+    assert not pipeline._table_current(results, known, "d1", True)  # no known-good pins written yet
+    assert pipeline._table_current(results, known, "d1", False)  # ... which this directory does not feed
     from matrix import knowngood
 
     knowngood.default_path(known).write_text("")
-    assert cli._table_current(results, known) and cli._table_current(results, None)
+    assert pipeline._table_current(results, known, "d1", True) and pipeline._table_current(results, None, "d1", True)
+    assert not pipeline._table_current(results, None, "d2", True)  # a table of another matrix
     os.utime(reg_file, None)  # the registry was edited after the table was written
     os.utime(results / "records.jsonl", (2, 2))
-    assert not cli._table_current(results, known)
+    assert not pipeline._table_current(results, known, "d1", True)
     (results / "matrix.html").unlink()
-    assert not cli._table_current(results, None)
+    assert not pipeline._table_current(results, None, "d1", True)
