@@ -13,7 +13,9 @@ check, not the guard. A failing check whose output carries a known signature pri
 the issue, its cause, the tested fix and where it was seen.
 
 Exit codes: 0 every check passed (or was skipped: its module is not installed), 1 a known issue
-was detected, 2 a check failed with no known signature.
+was detected, 2 a check failed with no known signature. A check is skipped only when the check's
+own code imports the missing module; a module missing under an installed package (scipy present,
+numpy absent: `import scipy.stats` fails inside scipy) is a failure, reported as such.
 
 Standard library only, Python 3.6+, ASCII output when the locale needs it: it runs inside the
 user's image, which may hold neither compat-matrix, nor PyYAML, nor a recent Python.
@@ -21,9 +23,11 @@ user's image, which may hold neither compat-matrix, nor PyYAML, nor a recent Pyt
 
 import importlib.util
 import json
+import os
 import re
 import subprocess
 import sys
+import sysconfig
 
 # The registry's entries, embedded by `compat-matrix guard` (JSON, so the image needs no YAML).
 ISSUES_JSON = '[]'
@@ -38,6 +42,7 @@ DEFAULT_CHECKS = ["import numpy", "import scipy.stats"]
 TIMEOUT_S = 300
 RULE = "=" * 60
 _MISSING = re.compile(r"ModuleNotFoundError: No module named '([A-Za-z0-9_.]+)'")
+_FRAME = re.compile(r'^[ \t]*File "([^"\n]+)", line \d+', re.MULTILINE)
 
 
 def say(text, stream=None):
@@ -92,16 +97,73 @@ def run_check(code):
     return proc.returncode, out.decode("utf-8", "replace")
 
 
-def not_installed(output):
-    """The missing top-level module when a check failed only because a package is absent."""
-    m = _MISSING.search(output)
-    if not m:
+def _is_package_file(path):
+    """Whether a traceback frame's file is an installed package's code (not the check's own code,
+    not the interpreter's import machinery or standard library)."""
+    if path.startswith("<"):  # <string> (the check), <frozen importlib._bootstrap>
+        return False
+    parts = os.path.normcase(os.path.abspath(path)).split(os.sep)
+    if "site-packages" in parts or "dist-packages" in parts:
+        return True
+    paths = sysconfig.get_paths()
+    for key in ("stdlib", "platstdlib"):
+        root = paths.get(key)
+        if root and os.path.normcase(os.path.abspath(path)).startswith(os.path.normcase(root) + os.sep):
+            return False
+    return True
+
+
+def package_of(path):
+    """The top-level package a file of package code belongs to (.../site-packages/scipy/x.py: scipy)."""
+    parts = os.path.abspath(path).split(os.sep)
+    for marker in ("site-packages", "dist-packages"):
+        if marker in parts:
+            i = len(parts) - 1 - parts[::-1].index(marker)
+            if i + 1 < len(parts):
+                name = parts[i + 1]
+                return name[:-3] if name.endswith(".py") else name
+    return os.path.basename(os.path.dirname(path)) or path
+
+
+def missing_module(output):
+    """(missing top-level module, the file of installed package code that imported it, or None)
+    when a check failed because a module is not installed; None when it failed otherwise."""
+    found = list(_MISSING.finditer(output))
+    if not found:
         return None
+    m = found[-1]  # with chained exceptions, the one that ended the check
     top = m.group(1).split(".")[0]
     try:
-        return top if importlib.util.find_spec(top) is None else None
+        if importlib.util.find_spec(top) is not None:
+            return None  # the package is there and lacks a module: a failure, not an absence
     except (ImportError, ValueError):
-        return top
+        pass
+    before = output[:m.start()]
+    start = before.rfind("Traceback (most recent call last):")
+    frames = [f for f in _FRAME.findall(before[start:] if start >= 0 else before)
+              if not f.startswith("<frozen")]
+    own = [f for f in frames if f == "<string>" or _is_package_file(f)]
+    importer = own[-1] if own and own[-1] != "<string>" else None
+    return top, importer
+
+
+def not_installed(output):
+    """The missing top-level module when a check failed only because the package it checks is
+    absent (its own code imported it); None otherwise, a module missing under an installed
+    package included."""
+    found = missing_module(output)
+    if found is None or found[1] is not None:
+        return None
+    return found[0]
+
+
+def needs_missing(output):
+    """What to say when an installed package imports a module that is not installed, or None."""
+    found = missing_module(output)
+    if found is None or found[1] is None:
+        return None
+    top, importer = found
+    return f"{top} is not installed, but the installed package {package_of(importer)} needs it ({importer})"
 
 
 def installed_versions(names):
@@ -164,6 +226,7 @@ def main(argv=None):
         if missing:
             say(f"guard: skip  {code} ({missing} is not installed)")
             continue
+        needs = needs_missing(output)
         issue = next((i for i in issues if matches(i, output)), None)
         if issue is not None:
             known += 1
@@ -172,6 +235,8 @@ def main(argv=None):
         unknown += 1
         how = "timed out" if returncode is None else f"exited with {returncode}"
         say(f"guard: FAIL  {code} ({how}, no known issue matches)", sys.stderr)
+        if needs:
+            say("    " + needs, sys.stderr)
         for line in output.strip().splitlines()[-15:]:
             say("    " + line, sys.stderr)
     if known:

@@ -146,3 +146,50 @@ def test_the_guard_runs_on_python_3_6(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stderr
     assert "KNOWN ISSUE: numpy_scipy_incompatibility" in done.stderr
     assert "guard: ok    import json, os.path" in done.stdout
+
+
+def _venv_with(tmp_path: Path, files: dict[str, str], base: str = sys.executable) -> str:
+    """A real venv (no pip) of the base interpreter whose site-packages holds the given files; its python."""
+    venv = tmp_path / "venv"
+    subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    for name, text in files.items():
+        path = Path(site) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return python
+
+
+@pytest.mark.parametrize("base", ["this", "3.6"])
+def test_a_module_missing_under_an_installed_package_fails_the_check(tmp_path: Path, base: str) -> None:
+    interpreter = sys.executable if base == "this" else _python36()
+    if interpreter is None:
+        pytest.skip("no Python 3.6 interpreter on this machine")
+    # What scipy without numpy does: the package is installed, its __init__ imports numpy.
+    python = _venv_with(tmp_path, {"cm_scipy_like/__init__.py": "import cm_numpy_like\n",
+                                   "cm_scipy_like/stats.py": ""}, interpreter)
+    done = run_guard(tmp_path, registry_with("import cm_scipy_like.stats"), python=python)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "guard: FAIL  import cm_scipy_like.stats (exited with 1, no known issue matches)" in done.stderr
+    assert "cm_numpy_like is not installed, but the installed package cm_scipy_like needs it (" in done.stderr
+    assert "skip" not in done.stdout
+    assert "guard: ok    import json, os.path" in done.stdout
+
+
+def test_a_check_whose_own_import_is_missing_is_still_skipped_in_a_venv(tmp_path: Path) -> None:
+    python = _venv_with(tmp_path, {"cm_scipy_like/__init__.py": "import cm_numpy_like\n"})
+    # The check imports the absent module itself (also through importlib): the package is absent.
+    for probe in ("import cm_numpy_like", "import importlib; importlib.import_module('cm_numpy_like.core')"):
+        done = run_guard(tmp_path, registry_with(probe), python=python)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "(cm_numpy_like is not installed)" in done.stdout
+
+
+def test_a_missing_dependency_can_be_a_known_issue(tmp_path: Path) -> None:
+    python = _venv_with(tmp_path, {"cm_scipy_like/__init__.py": "import cm_numpy_like\n"})
+    done = run_guard(tmp_path, registry_with("import cm_scipy_like", error='"No module named \'cm_numpy_like\'"'),
+                     python=python)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "KNOWN ISSUE: numpy_scipy_incompatibility" in done.stderr
