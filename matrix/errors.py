@@ -1,6 +1,12 @@
-"""The tool's own errors: each kind carries the exit code the command line ends with."""
+"""The tool's own errors: each kind carries the exit code the command line ends with.
+
+Every message goes through redact(): a URL's user:password@ never reaches the terminal, whatever
+the message quotes (a validation message quotes the offending value).
+"""
 
 from __future__ import annotations
+
+import re
 
 # Exit codes, documented in the README.
 EXIT_OK = 0
@@ -13,11 +19,32 @@ EXIT_INTERRUPTED = 130  # Ctrl-C; SIGTERM ends with 143
 # An infra-error that every later cell would repeat: the sweep stops on it.
 ENGINE_GONE = "the Docker Engine stopped answering"
 
+# A URL's credentials: scheme://user:password@. What a hand-typed password may hold is hidden too:
+# after "user:", anything but whitespace up to the word's last '@' ('/', '$', quotes, a raw '@');
+# otherwise anything up to the last '@' before the host's first '/' or the line's end (spaces).
+# A wrongly typed URL loses more than its credentials rather than showing part of them. A scheme
+# starts a word, and no scan goes past the next URL's '://': linear in the text.
+URL_CREDENTIALS = re.compile(r"(?<![A-Za-z0-9+.-])(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)"
+                             r"(?:[^/\s:@]*:(?:(?!://)\S)*@|[^/\r\n]*@)")
+
+
+def redact(text: str) -> str:
+    """Hide credentials in URLs (https://user:token@host → https://***@host)."""
+    return URL_CREDENTIALS.sub(r"\g<scheme>***@", text)
+
+
+def has_credentials(text: str) -> bool:
+    """Whether the text holds a URL with user:password@ (or a token@) in it."""
+    return URL_CREDENTIALS.search(text) is not None
+
 
 class CompatMatrixError(Exception):
     """Base of every error the command line turns into a message and an exit code."""
 
     exit_code = EXIT_FAILED
+
+    def __str__(self) -> str:
+        return redact(super().__str__())
 
 
 class ConfigError(CompatMatrixError):
@@ -26,6 +53,7 @@ class ConfigError(CompatMatrixError):
     exit_code = EXIT_CONFIG
 
     def __init__(self, file: str, key: str, problem: str, fix: str = "") -> None:
+        file, key, problem, fix = redact(str(file)), redact(str(key)), redact(str(problem)), redact(str(fix))
         self.file, self.key, self.problem, self.fix = file, key, problem, fix
         where = f"{file}: {key}" if key else file
         message = f"{where}: {problem}"

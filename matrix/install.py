@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from matrix.cells import Cell, install_order
 from matrix.classify import Outcome, Verdict
+from matrix.errors import URL_CREDENTIALS as _CREDENTIALS
+from matrix.errors import redact as redact  # install.redact: where the backends import it from
 from matrix.spec import Spec, canonical_name
 
 
@@ -164,11 +166,3 @@ def steps(cell: Cell, spec: Spec, find_links: list[str], *, index_in_config: boo
         force = ("--no-deps",) if i else ()
         out.append(Step(("install", *opts, *force, f"{name}=={version}")))
     return out
-
-
-_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@'\"]+@")
-
-
-def redact(text: str) -> str:
-    """Hide credentials in URLs (https://user:token@host → https://***@host)."""
-    return _CREDENTIALS.sub(r"\g<scheme>***@", text)
