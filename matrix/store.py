@@ -75,11 +75,24 @@ def records_jsonl(records: list[Record]) -> str:
     return "".join(_LINE.encode(r.serialize()) + "\n" for r in records)
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it, at import: before any thread runs)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# Files are made as the user's umask says (mkstemp alone makes them 0600: results nobody else reads).
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def atomic_write(path: Path, text: str) -> None:
-    """Write via a temporary file and a rename: a crash leaves the old file or the new one."""
+    """Write via a temporary file and a rename: a crash leaves the old file or the new one. The file
+    gets the mode an ordinary write would give it (the user's umask)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
             f.flush()

@@ -146,3 +146,13 @@ def test_known_good_pins_come_only_from_the_results_directory_they_belong_to(tmp
     assert not pipeline.feeds_known_good(other, known)
     assert pipeline.feeds_known_good(dataclasses.replace(other, write_known_good=True), known)
     assert not pipeline.feeds_known_good(beside, None)
+
+
+def test_result_files_are_as_readable_as_the_umask_says(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    Ledger(tmp_path, [rec("a-together", Outcome.PASS)]).save()
+    assert stat.S_IMODE((tmp_path / LEDGER_FILE).stat().st_mode) == 0o666 & ~mask != 0o600
