@@ -22,6 +22,8 @@ class Outcome(str, enum.Enum):
     NO_WHEEL = "no-wheel"
     BUILD_ERROR = "build-error"
     INFRA_ERROR = "infra-error"
+    # A cell of the matrix that has no record yet: a row of the table, never a record's outcome.
+    NOT_RUN = "not-run"
 
     def __str__(self) -> str:
         return self.value
@@ -29,7 +31,7 @@ class Outcome(str, enum.Enum):
     @property
     def is_incompatibility(self) -> bool:
         """Evidence against the combination (infra errors never are)."""
-        return self not in (Outcome.PASS, Outcome.WARN, Outcome.INFRA_ERROR)
+        return self not in (Outcome.PASS, Outcome.WARN, Outcome.INFRA_ERROR, Outcome.NOT_RUN)
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,23 @@ TROUBLE = re.compile(
 )
 
 
+# The host's file systems failing under the installer (its cache, the venv, a temp dir): uv says
+# "<strerror> (os error N)", pip and Python "[Errno N] <strerror>". Never the pins' doing.
+_OS_FAULT = re.compile(
+    r"Disk quota exceeded|Read-only file system|Input/output error|Permission denied|"
+    r"Operation not permitted|Too many open files|Stale file handle|Cannot allocate memory|"
+    r"\(os error \d+\)|\[Errno \d+\]",
+)
+# A build that failed in the package's own code (only where building is allowed at all).
+_BUILD = re.compile(
+    r"Failed to build `|The build backend returned an error|Failed to (?:download and )?build|"  # uv
+    r"subprocess-exited-with-error|did not run successfully|Failed building wheel|"  # pip
+    r"Could not build wheels for",
+)
+# apt, in a base's setup steps: the base's definition names what is not there.
+_APT = re.compile(r"^E: (?:Unable to locate package|Package '?\S+'? has no installation candidate)", re.MULTILINE)
+
+
 def _first_error(log: str) -> str:
     m = _ERROR_LINE.search(log)
     if m:
@@ -79,9 +98,36 @@ def _first_error(log: str) -> str:
     return lines[-1] if lines else "the install failed with no output"
 
 
-def classify_install(log: str) -> Verdict:
-    """The outcome of a failed install step, from the installer's own output."""
-    infra = _INFRA.search(log)
+def _killed(returncode: int | None) -> str | None:
+    """The signal that ended the installer: a negative return code (a local process) or 128 + N
+    (a shell's or an engine exec's report of it)."""
+    if returncode is None:
+        return None
+    if returncode < 0:
+        return _signal_name(-returncode)
+    if 128 < returncode <= 128 + 64:
+        return _signal_name(returncode - 128)
+    return None
+
+
+def classify_install(log: str, *, returncode: int | None = None, only_binary: bool = True) -> Verdict:
+    """The outcome of a failed install step, from the installer's own output and exit status.
+
+    A failure is a verdict only when the installer said something that names the pins: a
+    resolver's explanation (resolve-conflict), a missing wheel or release (no-wheel), a build
+    that failed in package code (build-error). An installer killed by a signal (the OOM killer),
+    one that said nothing, a file system that failed under it, the network: the tool's world,
+    `infra-error`. With `only_binary` (wheels only: nothing is built) a failure no rule
+    recognises is infra as well; without it, it is taken as the build's (build-error).
+    `returncode`: the step's exit status when known (None: not known)."""
+    code = f" (exit code {returncode})" if returncode is not None else ""
+    sig = _killed(returncode)
+    if sig:
+        return Verdict(Outcome.INFRA_ERROR, f"the installer was killed by {sig}{code}; last said: "
+                                            f"{_last_line(log) or 'nothing'}")
+    if not log.strip():
+        return Verdict(Outcome.INFRA_ERROR, f"the installer failed with no output{code}")
+    infra = _INFRA.search(log) or _OS_FAULT.search(log)
     if infra:
         return Verdict(Outcome.INFRA_ERROR, _line_of(log, infra.start()))
     # A missing wheel first: uv reports it as "No solution found" too.
@@ -97,7 +143,16 @@ def classify_install(log: str) -> Verdict:
         if detail:
             error += " (" + "; ".join(d.strip() for d in detail) + ")"
         return Verdict(Outcome.RESOLVE_CONFLICT, error)
+    if _BUILD.search(log) or _APT.search(log):
+        return Verdict(Outcome.BUILD_ERROR, _first_error(log))
+    if only_binary:
+        return Verdict(Outcome.INFRA_ERROR, f"the installer failed without naming the pins{code}: {_first_error(log)}")
     return Verdict(Outcome.BUILD_ERROR, _first_error(log))
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
 
 
 def _line_of(text: str, pos: int) -> str:

@@ -123,8 +123,11 @@ def judge(ran: RunResult, report: DriverReport, memory: str) -> Verdict:
         return Verdict(Outcome.TIMEOUT, "the probes did not finish within the time limit")
     if report.python is None:
         last = [ln for ln in ran.stderr.splitlines() if ln.strip()]
-        why = last[-1] if last else f"exit code {ran.exit_code}"
-        return Verdict(Outcome.BUILD_ERROR, f"the environment cannot run Python: {why}")
+        if not last:
+            # Nothing from the interpreter either: no word from the world under test (a driver
+            # killed from outside, a venv removed under it, an exec the engine dropped).
+            return Verdict(Outcome.INFRA_ERROR, f"the probe driver printed nothing (exit code {ran.exit_code})")
+        return Verdict(Outcome.BUILD_ERROR, f"the environment cannot run Python: {last[-1].strip()}")
     if not report.complete:
         return Verdict(Outcome.CRASH, f"the probe driver died (exit code {ran.exit_code})")
     return verdict or Verdict(Outcome.INFRA_ERROR, "the probe driver reported no probe")

@@ -170,7 +170,8 @@ class VenvBackend:
                 return Verdict(Outcome.INFRA_ERROR, f"the installer did not finish in {_INSTALL_TIMEOUT_S} s")
             log.append(done.stdout + done.stderr)
             if done.exit_code != 0:
-                return classify_install(redact(done.stdout + done.stderr))
+                return classify_install(redact(done.stdout + done.stderr), returncode=done.exit_code,
+                                        only_binary=self.spec.install.only_binary)
         return None
 
     def idle(self) -> None:

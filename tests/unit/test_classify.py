@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from matrix.classify import Outcome, classify_install, classify_probe, classify_probes
+from matrix.classify import Outcome, Verdict, classify_install, classify_probe, classify_probes
+from matrix.probing import RunResult, judge, parse
 
 DATA = Path(__file__).parent / "data"
 
@@ -49,11 +52,73 @@ def test_an_unreachable_index_is_infra_not_no_wheel() -> None:
          Outcome.RESOLVE_CONFLICT),
         ("  × No solution found when resolving dependencies:\n  ╰─▶ Because numpy==1.24.3 has no wheels with a "
          "matching Python ABI tag", Outcome.NO_WHEEL),
-        ("", Outcome.BUILD_ERROR),
+        ("", Outcome.INFRA_ERROR),
+        ("E: Package 'python3.10' has no installation candidate", Outcome.BUILD_ERROR),
     ],
 )
 def test_other_install_failures(log: str, outcome: Outcome) -> None:
     assert classify_install(log).outcome is outcome
+
+
+# Recorded from uv 0.13 (tests/unit/data): its cache directory on a full tmpfs (at the cache's set-up,
+# and while a wheel is extracted), on a read-only bind mount (a new cache, an existing one), owned by
+# another user; and uv killed with SIGKILL while downloading (it printed no error at all).
+@pytest.mark.parametrize(
+    ("name", "returncode", "error"),
+    [
+        ("uv-cache-full-init.log", 2, "No space left on device (os error 28)"),
+        ("uv-cache-full-extract.log", 1, "No space left on device (os error 28)"),
+        ("uv-cache-readonly-init.log", 2, "Read-only file system (os error 30)"),
+        ("uv-cache-readonly-lock.log", 2, "Read-only file system (os error 30)"),
+        ("uv-cache-permission-denied.log", 2, "Permission denied (os error 13)"),
+        ("uv-killed.log", -9, "the installer was killed by SIGKILL (exit code -9); last said: Downloading numpy"),
+        ("uv-killed.log", 137, "the installer was killed by SIGKILL (exit code 137)"),
+    ],
+)
+def test_the_installers_world_failing_is_infra_not_a_verdict(name: str, returncode: int, error: str) -> None:
+    for only_binary in (True, False):
+        v = classify_install((DATA / name).read_text(), returncode=returncode, only_binary=only_binary)
+        assert v.outcome is Outcome.INFRA_ERROR
+        assert error in v.error
+
+
+# The errors this kernel cannot be made to give on demand (no tmpfs quotas, no fault injection),
+# in uv's words for the others: "<strerror> (os error N)" under the step that failed.
+@pytest.mark.parametrize("strerror", ["Disk quota exceeded (os error 122)", "Input/output error (os error 5)"])
+def test_quota_and_io_errors_are_infra(strerror: str) -> None:
+    log = ("Using Python 3.11.7 environment at: v\nResolved 1 package in 117ms\nDownloading numpy (16.0MiB)\n"
+           "error: Failed to download `numpy==2.2.6`\n  cause: Failed to extract archive: numpy-2.2.6-cp311-cp311-"
+           "manylinux_2_17_x86_64.manylinux2014_x86_64.whl\n  cause: I/O operation failed during extraction\n"
+           f"  cause: failed to write to file `/cache/uv/.tmpBmSWj4/numpy/version.py`: {strerror}\n")
+    v = classify_install(log, returncode=1)
+    assert v.outcome is Outcome.INFRA_ERROR and strerror in v.error
+
+
+def test_an_installer_that_says_nothing_is_infra() -> None:
+    v = classify_install("", returncode=2)
+    assert v.outcome is Outcome.INFRA_ERROR and v.error == "the installer failed with no output (exit code 2)"
+    assert classify_install(" \n\n", only_binary=False).outcome is Outcome.INFRA_ERROR
+
+
+def test_a_failure_no_rule_names_is_infra_when_nothing_is_built_and_build_error_otherwise() -> None:
+    log = "Using Python 3.11.7 environment at: v\nerror: something uv has never said before\n"
+    wheels_only = classify_install(log, returncode=2)
+    assert wheels_only.outcome is Outcome.INFRA_ERROR
+    assert wheels_only.error == "the installer failed without naming the pins (exit code 2): something uv has never " \
+                                "said before"
+    assert classify_install(log, returncode=2, only_binary=False).outcome is Outcome.BUILD_ERROR
+
+
+def test_a_build_that_fails_in_package_code_is_build_error() -> None:
+    # Recorded: uv building a local sdist whose setup.py raises (only_binary: false).
+    v = classify_install((DATA / "uv-build-failed.log").read_text(), returncode=1, only_binary=False)
+    assert v.outcome is Outcome.BUILD_ERROR and v.error == "Failed to build `a1badpkg==1.0`"
+
+
+def test_the_pins_named_by_the_installer_stay_verdicts_whatever_the_exit_code() -> None:
+    for name, outcome in (("uv-conflict.log", Outcome.RESOLVE_CONFLICT), ("uv-nowheel.log", Outcome.NO_WHEEL),
+                          ("uv-nosuch.log", Outcome.NO_WHEEL)):
+        assert classify_install((DATA / name).read_text(), returncode=1).outcome is outcome
 
 
 @pytest.mark.parametrize(
@@ -121,3 +186,24 @@ def test_gravest_probe_wins() -> None:
     got = classify_probes([probe(), probe(probe="numeric", returncode=-6, signal=6, result=None),
                            probe(probe="x", result={"status": "fail", "error": "boom"})])
     assert got.outcome is Outcome.CRASH and got.error.startswith("numeric: killed by SIGABRT")
+
+
+def _ran(argv: list[str]) -> RunResult:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    return RunResult(done.returncode, done.stdout, done.stderr)
+
+
+def test_a_driver_that_printed_nothing_is_infra_not_build_error() -> None:
+    # A real process that ends without a word on either stream (as a driver killed from outside does).
+    ran = _ran([sys.executable, "-c", "import os; os._exit(3)"])
+    v = judge(ran, parse(ran.stdout, "nonce"), "4g")
+    assert v == Verdict(Outcome.INFRA_ERROR, "the probe driver printed nothing (exit code 3)")
+    killed = _ran([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"])
+    assert judge(killed, parse(killed.stdout, "nonce"), "4g").outcome is Outcome.INFRA_ERROR
+
+
+def test_an_interpreter_that_says_why_it_cannot_run_is_build_error() -> None:
+    ran = _ran(["sh", "-c", "exec /nonexistent/venv/bin/python -V"])
+    v = judge(ran, parse(ran.stdout, "nonce"), "4g")
+    assert v.outcome is Outcome.BUILD_ERROR
+    assert v.error.startswith("the environment cannot run Python: ") and "not found" in v.error
