@@ -1,7 +1,9 @@
 """Runs cells through a backend, `--jobs` at a time, and keeps every finished cell's record.
 
 One cell's failure (or exception) is that cell's outcome, never the end of the sweep; an
-interrupt ends it with the finished rows kept.
+interrupt ends it with the finished rows kept. The tool's own steps for a cell (its log
+directory, the result cache) failing make that cell an infra-error, never a dead worker: every
+cell the sweep takes ends with a record.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -83,9 +85,21 @@ def _fatal(record: Record) -> str | None:
     return next((f for f in _FATAL if f in record.error), None)
 
 
+def _os_error(e: BaseException) -> str:
+    """An OSError without its file name ("[Errno 20] Not a directory"): the same fault on every
+    cell reads the same, so the sweep retries it for one cell only (_Sweep.persistent)."""
+    if isinstance(e, OSError) and e.strerror:
+        return f"[Errno {e.errno}] {e.strerror}" if e.errno is not None else e.strerror
+    return f"{type(e).__name__}: {e}"
+
+
 def _run_once(backend: Backend, cell: Cell, log_dir: Path, run_id: str) -> Record:
-    shutil.rmtree(log_dir, ignore_errors=True)
-    log_dir.mkdir(parents=True)
+    try:
+        shutil.rmtree(log_dir, ignore_errors=True)
+        log_dir.mkdir(parents=True)
+    except OSError as e:  # the tool's bookkeeping, not the cell: no verdict
+        return Record.for_cell(cell, backend=backend.name, run_id=run_id, error=redact(
+            f"the cells' log directory {log_dir.parent} cannot be written: {_os_error(e)}"))
     try:
         return backend.run_cell(cell, log_dir)
     except Cancelled:
@@ -133,11 +147,22 @@ class _Sweep:
             self.echo(line)
 
     def one(self, cell: Cell) -> Record:
-        """Run one cell with its retries; its verdict goes to the result cache."""
+        """Run one cell with its retries; its verdict goes to the result cache. Always a record
+        (an exception of the tool's own is the cell's infra-error); raises only Cancelled and
+        interrupts."""
         with self.lock:
             self.begun += 1
             self.echo(f"[{self.begun:>{self.width}}/{self.total}] {cell.id} ..."
                       f"{_eta(self.started, self.finished, self.total, self.jobs)}")
+        try:
+            return self._one(cell)
+        except Cancelled:
+            raise
+        except Exception as e:  # noqa: BLE001 - the tool's bug on one cell is that cell's infra-error
+            return Record.for_cell(cell, backend=self.backend.name, run_id=self.run_id,
+                                   error=redact(f"the sweep failed on this cell: {type(e).__name__}: {e}"))
+
+    def _one(self, cell: Cell) -> Record:
         log_dir = self.results_dir / "logs" / cell.id
         record = _run_once(self.backend, cell, log_dir, self.run_id)
         for wait in self.retry_waits:
@@ -151,8 +176,24 @@ class _Sweep:
             if record.outcome is Outcome.INFRA_ERROR:
                 self.persistent.add(record.error)
         if self.cache is not None and self.base_ids.get(cell.base):  # a base we cannot identify: not kept
-            self.cache.put(self.cache.key(cell, self.base_ids[cell.base]), record)
+            try:
+                self.cache.put(self.cache.key(cell, self.base_ids[cell.base]), record)
+            except OSError as e:
+                # The verdict store is unwritable (a file where its directory goes, full, read-only):
+                # a verdict the tool cannot keep is bookkeeping that failed, so no verdict; the
+                # cell runs again once the store is mended. Not retried: the cell was fine.
+                error = (f"the result cache {self.cache.directory} cannot keep verdicts: {_os_error(e)} "
+                         f"(this cell's was {record.outcome.value})")
+                self.persistent.add(error)
+                return replace(record, outcome=Outcome.INFRA_ERROR, error=redact(error), cached=False)
         return record
+
+    def kept_venv(self, record: Record) -> str | None:
+        """The path of the cell's venv kept for a look inside (--keep: the backend wrote it down)."""
+        try:
+            return (self.results_dir / "logs" / record.cell / "venv-path").read_text(encoding="utf-8").strip()
+        except OSError:
+            return None
 
     def finish_line(self, record: Record) -> str:
         detail = f" — {record.error}" if record.error else ""
@@ -180,8 +221,11 @@ def sweep(
     whose verdict is kept there under an unchanged key is not run (unless `rerun`). `meanwhile`
     runs on a thread of its own once there is a cell to run (work for the idle main thread)."""
     records: list[Record] = []
-    log = RecordLog(results_dir / "runs" / f"{run_id}.jsonl")
     result = SweepResult(records, len(cells))
+    log = _Log(results_dir / "runs" / f"{run_id}.jsonl")
+    if log.failed:  # nothing is run that could not be kept: the run's log is its record of them
+        result.stopped = log.failed
+        return result
     base_ids: dict[str, str] = {}
     if cache is not None:
         base_ids = {name: backend.base_id(cache.spec.base(name)) for name in {c.base for c in cells}}
@@ -196,7 +240,9 @@ def sweep(
                     continue
                 hit.cached = True
                 records.append(hit)
-            log.append(*records)  # one write to disk for all of them
+            if not log.append(*records):  # one write to disk for all of them
+                result.stopped = log.failed
+                return result
             if records:
                 echo(f"{len(records)} cell(s) from the result cache: nothing they depend on has changed "
                      "(--rerun runs them again)")
@@ -216,19 +262,58 @@ def sweep(
     return result
 
 
-def _keep(state: _Sweep, record: Record, records: list[Record], log: RecordLog, result: SweepResult) -> None:
-    """Log a finished cell; a fatal condition stops the sweep from taking more cells."""
+class _Log:
+    """The run's record log (store.RecordLog) that reports a failure to write it instead of raising:
+    the sweep stops on it and says why (an infra stop), rather than losing a worker or the run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.failed: str | None = None
+        self._log: RecordLog | None = None
+        try:
+            self._log = RecordLog(path)
+        except OSError as e:
+            self._fail(e)
+
+    def _fail(self, e: OSError) -> None:
+        self.failed = redact(f"the run's record log {self.path} cannot be written: {_os_error(e)}")
+
+    def append(self, *records: Record) -> bool:
+        if self._log is None:
+            return False
+        try:
+            self._log.append(*records)
+        except OSError as e:
+            self._fail(e)
+            return False
+        return True
+
+    def close(self) -> None:
+        if self._log is not None:
+            try:
+                self._log.close()
+            except OSError as e:
+                if self.failed is None:
+                    self._fail(e)
+
+
+def _keep(state: _Sweep, record: Record, records: list[Record], log: _Log, result: SweepResult) -> None:
+    """Log a finished cell; a fatal condition, or a record log that cannot be written, stops the
+    sweep from taking more cells (the record stays in `records`, for the table)."""
     records.append(record)
-    log.append(record)
+    logged = log.append(record)
     state.finished += 1
     state.say(state.finish_line(record))
-    fatal = _fatal(record)
+    kept = state.kept_venv(record)
+    if kept:
+        state.say(f"{state.pad} kept {record.cell}'s venv: {kept}")
+    fatal = _fatal(record) or (None if logged else log.failed)
     if fatal and not state.stop.is_set():
         state.stop.set()
         result.stopped = f"{fatal}: stopped after {state.finished} of {state.total} cells"
 
 
-def _serial(state: _Sweep, todo: list[Cell], records: list[Record], log: RecordLog, result: SweepResult) -> None:
+def _serial(state: _Sweep, todo: list[Cell], records: list[Record], log: _Log, result: SweepResult) -> None:
     for cell in todo:
         _keep(state, state.one(cell), records, log, result)
         if state.stop.is_set():
@@ -262,7 +347,7 @@ class _Pending:
             self._installed.update(cell.pins)
 
 
-def _parallel(state: _Sweep, todo: list[Cell], jobs: int, records: list[Record], log: RecordLog,
+def _parallel(state: _Sweep, todo: list[Cell], jobs: int, records: list[Record], log: _Log,
               result: SweepResult) -> None:
     """Workers take cells (mostly in order: _Pending); this thread logs what they finish. On an
     interrupt the backend cancels what is under way (those cells are not recorded) and the workers
@@ -282,7 +367,10 @@ def _parallel(state: _Sweep, todo: list[Cell], jobs: int, records: list[Record],
             while not state.stop.is_set():
                 cell = pending.take()
                 if cell is None:
-                    state.backend.idle()
+                    try:
+                        state.backend.idle()
+                    except Exception as e:  # noqa: BLE001 - tidying up is no cell's verdict
+                        state.say(f"{state.pad} tidying finished cells failed: {redact(str(e))}")
                     return
                 try:
                     done.put(state.one(cell))
@@ -293,9 +381,9 @@ def _parallel(state: _Sweep, todo: list[Cell], jobs: int, records: list[Record],
             done.put(None)  # this worker is through
 
     workers = [threading.Thread(target=work, name=f"compat-matrix-worker-{i}", daemon=True) for i in range(jobs)]
-    for w in workers:
-        w.start()
     try:
+        for w in workers:  # in the try: an interrupt while they start cancels the ones started
+            w.start()
         running = len(workers)
         while running:
             try:
@@ -311,5 +399,6 @@ def _parallel(state: _Sweep, todo: list[Cell], jobs: int, records: list[Record],
         state.backend.cancel()
         deadline = time.monotonic() + 30.0
         for w in workers:
-            w.join(timeout=max(0.0, deadline - time.monotonic()))
+            if w.ident is not None:  # started
+                w.join(timeout=max(0.0, deadline - time.monotonic()))
         raise

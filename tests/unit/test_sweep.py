@@ -7,6 +7,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from matrix.cells import Cell
 from matrix.classify import Outcome
 from matrix.errors import Cancelled
@@ -262,3 +264,95 @@ def test_an_install_tries_offline_only_after_the_run_installed_its_pins_and_fall
     assert installs.install(cell, attempt({True: no_wheel, False: None}), lambda: tried.append("start over"),
                             log) is None
     assert tried[2:] == ["offline", "start over", "online"]
+
+
+CELLS4 = tuple(Cell("b", "together", (("numpy", v),)) for v in ("1.0", "2.0", "3.0", "4.0"))
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_an_unwritable_log_directory_is_every_cells_infra_error_and_no_worker_dies(tmp_path: Path, jobs: int) -> None:
+    (tmp_path / "logs").write_text("a file where the cells' log directories go\n")
+    backend = ScriptedBackend([(Outcome.PASS, "")] * 4)
+    waits: list[float] = []
+    result = sweep(CELLS4, backend, tmp_path, "r1", echo=lambda _: None, jobs=jobs, retry_waits=(1.0,),
+                   sleep=waits.append)
+    assert sorted(r.cell for r in result.records) == sorted(c.id for c in CELLS4)
+    assert {r.outcome for r in result.records} == {Outcome.INFRA_ERROR}
+    assert {r.error for r in result.records} == {
+        f"the cells' log directory {tmp_path / 'logs'} cannot be written: [Errno 20] Not a directory"}
+    assert backend.calls == []  # no cell ran without its logs
+    assert len(waits) <= jobs  # the same fault on every cell: retried once, not per cell (two may race)
+    assert result.stopped is None and len(load_records(tmp_path / "runs" / "r1.jsonl")) == 4
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_verdict_store_that_cannot_be_written_makes_infra_errors_and_keeps_nothing(
+        make_spec, tmp_path: Path, jobs: int) -> None:
+    s = make_spec('bases: {b: {image: "x"}}\npackages: {numpy: ["1.0", "2.0", "3.0", "4.0"]}\nmodes: [together]\n')
+    store = tmp_path / "cache"
+    store.write_text("a file where the verdict store goes\n")
+    cache = ResultCache(s, "scripted", directory=store)
+    backend = ScriptedBackend([(Outcome.PASS, ""), (Outcome.NO_WHEEL, "x"), (Outcome.PASS, ""), (Outcome.PASS, "")])
+    backend.base_id = lambda base: "id-1"  # type: ignore[method-assign]
+    waits: list[float] = []
+    result = sweep(CELLS4, backend, tmp_path / "r", "r1", echo=lambda _: None, cache=cache, jobs=jobs,
+                   sleep=waits.append)
+    assert sorted(r.cell for r in result.records) == sorted(c.id for c in CELLS4)
+    assert {r.outcome for r in result.records} == {Outcome.INFRA_ERROR}
+    assert all(r.error.startswith(f"the result cache {store} cannot keep verdicts: [Errno 20] Not a directory (this "
+                                  "cell's was ") for r in result.records)
+    assert waits == [] and sorted(backend.calls) == sorted(c.id for c in CELLS4)  # each ran once: no retry
+    store.unlink()  # mended: nothing was kept, so every cell runs again
+    again = ScriptedBackend([(Outcome.PASS, "")] * 4)
+    again.base_id = lambda base: "id-1"  # type: ignore[method-assign]
+    sweep(CELLS4, again, tmp_path / "r", "r2", echo=lambda _: None, cache=cache)
+    assert len(again.calls) == 4
+
+
+def test_a_record_log_that_cannot_be_written_stops_the_sweep_and_says_so(tmp_path: Path) -> None:
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "r1.jsonl").symlink_to("/dev/full")  # every write: ENOSPC, as a full disk gives
+    backend = ScriptedBackend([(Outcome.PASS, "")] * 3)
+    result = sweep(CELLS, backend, tmp_path, "r1", echo=lambda _: None, sleep=lambda _: None)
+    assert [r.outcome for r in result.records] == [Outcome.PASS]  # the verdict stays, for the table
+    assert result.stopped == (f"the run's record log {tmp_path / 'runs' / 'r1.jsonl'} cannot be written: [Errno 28] "
+                              "No space left on device: stopped after 1 of 3 cells")
+    assert backend.calls == [CELLS[0].id]
+
+
+def test_a_record_log_that_cannot_be_opened_runs_nothing_and_says_so(tmp_path: Path) -> None:
+    (tmp_path / "runs").write_text("a file where the run logs go\n")
+    backend = ScriptedBackend([(Outcome.PASS, "")] * 3)
+    result = sweep(CELLS, backend, tmp_path, "r1", echo=lambda _: None)
+    assert result.records == [] and backend.calls == []
+    assert result.stopped and "cannot be written: [Errno 17] File exists" in result.stopped
+
+
+def test_an_exception_in_the_sweeps_own_step_is_the_cells_infra_error(make_spec, tmp_path: Path) -> None:
+    s = make_spec('bases: {b: {image: "x"}}\npackages: {numpy: ["1.0", "2.0", "3.0"]}\nmodes: [together]\n')
+
+    class BrokenCache(ResultCache):
+        def key(self, cell: Cell, base_id: str) -> str:
+            if cell.id == CELLS[1].id:
+                raise ValueError("a key that cannot be made")
+            return super().key(cell, base_id)
+
+    cache = BrokenCache(s, "scripted", directory=tmp_path / "cache")
+    backend = ScriptedBackend([(Outcome.PASS, "")] * 3)
+    backend.base_id = lambda base: "id-1"  # type: ignore[method-assign]
+    result = sweep(CELLS, backend, tmp_path / "r", "r1", echo=lambda _: None, cache=cache, rerun=True, jobs=2)
+    got = {r.cell: r for r in result.records}
+    assert len(got) == 3 and got[CELLS[1].id].outcome is Outcome.INFRA_ERROR
+    assert got[CELLS[1].id].error == "the sweep failed on this cell: ValueError: a key that cannot be made"
+
+
+def test_kept_venvs_are_named_as_their_cells_finish(tmp_path: Path) -> None:
+    class Keeping(ScriptedBackend):
+        def run_cell(self, cell: Cell, log_dir: Path) -> Record:
+            (log_dir / "venv-path").write_text(f"/tmp/kept/{cell.id}/venv\n")
+            return super().run_cell(cell, log_dir)
+
+    lines: list[str] = []
+    sweep(CELLS[:2], Keeping([(Outcome.PASS, "")] * 2), tmp_path, "r1", echo=lines.append)
+    kept = [ln.strip() for ln in lines if "venv:" in ln]
+    assert kept == [f"kept {c.id}'s venv: /tmp/kept/{c.id}/venv" for c in CELLS[:2]]
