@@ -70,3 +70,10 @@ class EngineUnavailable(CompatMatrixError):
 
 class Cancelled(Exception):
     """A cell's run was stopped by its backend's cancel() (an interrupt): no verdict, not recorded."""
+
+
+class IndexUnusable(CompatMatrixError):
+    """The package index answered, but not with an index (a proxy's sign-in page, random bytes,
+    JSON of another shape): the tool's world failed, and the answer is never kept."""
+
+    exit_code = EXIT_INFRA

@@ -1,38 +1,62 @@
-"""The releases a package index offers, and the versions an axis picks from them.
+"""The releases a package index offers, the versions an axis picks from them, and whether a pin
+is a release at all.
 
-Reads the index's JSON simple API (PEP 691, with PEP 700 upload times), through the index the
-matrix file configures and its CA bundle, and caches each answer for a few hours. Version logic
-is packaging's, never string compares.
+Reads the index's simple API: JSON (PEP 691, with PEP 700 upload times), or the HTML page
+(PEP 503) an index that ignores the Accept header sends, through the index the matrix file
+configures and its CA bundle. An answer is checked before anything is kept: one that is not an
+index answer (a proxy's sign-in page, random bytes, JSON of another shape) is an infra failure
+(IndexUnusable, exit 3) and is never cached; a good one is kept for a few hours as the releases
+it lists. Version logic is packaging's, never string compares.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import hashlib
+import html.parser
 import json
+import re
 import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from packaging.specifiers import SpecifierSet
-from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from matrix.errors import EXIT_INFRA, CompatMatrixError
+from matrix.errors import EXIT_INFRA, CompatMatrixError, ConfigError, IndexUnusable
 from matrix.store import atomic_write
+
+if TYPE_CHECKING:
+    from matrix.spec import Spec
 
 PYPI = "https://pypi.org/simple"
 CACHE_TTL_S = 6 * 3600
 PICKS = ("latest-patch-per-minor", "all")
+# Bounds on one answer: a project page of PyPI's largest projects is a few MB.
+MAX_ANSWER_BYTES = 64 << 20
+READ_DEADLINE_S = 120.0
+SOCKET_TIMEOUT_S = 30.0
+_CACHE_FORMAT = "releases/1"
+_SEPARATORS = re.compile(r"[-_.]+")
+# JSON first; the HTML page as pip asks for it (what an index that has no JSON sends).
+_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.1, text/html;q=0.01"
+
+__all__ = ["IndexUnavailable", "IndexUnusable", "ProjectNotFound", "Query", "Release", "check_releases", "fetch",
+           "parse_releases", "pick"]
 
 
 class IndexUnavailable(CompatMatrixError):
-    """The index could not be asked (network, HTTP error, not a PEP 691 answer)."""
+    """The index could not be asked (network down, refused, timed out, an HTTP error)."""
 
     exit_code = EXIT_INFRA
+
+
+class ProjectNotFound(IndexUnavailable):
+    """The index answered that it has no project of that name (HTTP 404)."""
 
 
 @dataclass(frozen=True)
@@ -52,22 +76,136 @@ class Query:
     pre: bool = False
 
 
+def _canonical(name: str) -> str:
+    return _SEPARATORS.sub("-", name).lower()
+
+
+def _file_version(filename: str) -> tuple[str, Version] | None:
+    """(canonical project name, version) of a wheel or sdist file name; None for anything else."""
+    from packaging.utils import parse_sdist_filename, parse_wheel_filename  # packaging.tags: 11 ms
+
+    try:
+        if filename.endswith(".whl"):
+            name, version, *_ = parse_wheel_filename(filename)
+        else:
+            name, version = parse_sdist_filename(filename)
+    except (ValueError, InvalidVersion):
+        return None  # eggs, installers and other old formats
+    return str(name), version
+
+
+def _upload_time(text: str) -> dt.datetime:
+    when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+
+
 def parse_releases(data: dict[str, Any]) -> list[Release]:
-    """Releases from a PEP 691 JSON answer: a release is yanked when all of its files are."""
+    """Releases from a PEP 691 JSON answer (checked with `problem` first): a release is yanked
+    when all of its files are."""
     files: dict[Version, list[dict[str, Any]]] = {}
     for f in data.get("files", []):
-        name = f.get("filename", "")
-        try:
-            version = parse_wheel_filename(name)[1] if name.endswith(".whl") else parse_sdist_filename(name)[1]
-        except (ValueError, InvalidVersion):
-            continue  # eggs, installers and other old formats
-        files.setdefault(version, []).append(f)
+        found = _file_version(f.get("filename", ""))
+        if found is not None:
+            files.setdefault(found[1], []).append(f)
     out = []
     for version, fs in files.items():
-        times = [dt.datetime.fromisoformat(f["upload-time"].replace("Z", "+00:00"))
-                 for f in fs if f.get("upload-time")]
+        times = [_upload_time(f["upload-time"]) for f in fs if f.get("upload-time")]
         out.append(Release(version, min(times) if times else None, all(bool(f.get("yanked")) for f in fs)))
     return sorted(out, key=lambda r: r.version)
+
+
+def problem(data: Any, name: str) -> str | None:
+    """What makes `data` not a PEP 691 project answer for `name`; None when it is one."""
+    if not isinstance(data, dict):
+        return f"JSON {type(data).__name__}, not a project page"
+    meta = data.get("meta")
+    if meta is not None:
+        version = meta.get("api-version") if isinstance(meta, dict) else None
+        if not isinstance(version, str) or not version.startswith("1."):
+            return f"meta.api-version is {version!r}; this tool reads version 1 of the simple API"
+    if "name" in data and (not isinstance(data["name"], str) or _canonical(data["name"]) != _canonical(name)):
+        return f"the page of project {data['name']!r}, not of {name!r}"
+    files = data.get("files")
+    if not isinstance(files, list):
+        return "no list of files" if files is None else f"'files' is {type(files).__name__}, not a list"
+    for i, f in enumerate(files):
+        if not isinstance(f, dict) or not isinstance(f.get("filename"), str) or not f["filename"]:
+            return f"files[{i}] is not a file entry with a filename"
+        when = f.get("upload-time")
+        if when is not None:
+            try:
+                if not isinstance(when, str):
+                    raise ValueError
+                _upload_time(when)
+            except ValueError:
+                return f"files[{i}].upload-time {str(when)[:40]!r} is not a date and time"
+        if not isinstance(f.get("yanked", False), (bool, str)):
+            return f"files[{i}].yanked is neither true/false nor a reason"
+    return None
+
+
+class _Links(html.parser.HTMLParser):
+    """The file links of a PEP 503 project page: (file name, yanked)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.files: list[tuple[str, bool]] = []
+        self._href: str | None = None
+        self._yanked = False
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            a = dict(attrs)
+            self._href, self._yanked, self._text = a.get("href") or "", "data-yanked" in a, []
+
+    def handle_data(self, data: str) -> None:
+        if self._href is not None:
+            self._text.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a" and self._href is not None:
+            text = "".join(self._text).strip()
+            if not text:
+                text = urllib.parse.unquote(urllib.parse.urlsplit(self._href).path.rsplit("/", 1)[-1])
+            self.files.append((text, self._yanked))
+            self._href = None
+
+
+def _from_html(text: str, name: str) -> dict[str, Any]:
+    """A PEP 503 page as PEP 691 data; ValueError when no link on it is a file of the project."""
+    links = _Links()
+    links.feed(text)
+    links.close()
+    canon = _canonical(name)
+    files = [{"filename": f, "yanked": y} for f, y in links.files
+             if (found := _file_version(f)) is not None and _canonical(found[0]) == canon]
+    if not files:
+        raise ValueError(f"an HTML page with no file of {name} on it ({len(links.files)} other links): "
+                         "a sign-in or error page?")
+    return {"files": files}
+
+
+def _read_answer(body: bytes, content_type: str, name: str) -> dict[str, Any]:
+    """The answer's data, checked; ValueError saying what it is instead of an index answer."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{len(body)} bytes that are not UTF-8 text") from None
+    kind = content_type.split(";")[0].strip().lower()
+    start = text.lstrip()[:1]
+    if "json" in kind or (not kind.endswith("html") and start in ("{", "[")):
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise ValueError(f"malformed JSON ({e})") from None
+        bad = problem(data, name)
+        if bad:
+            raise ValueError(f"JSON that is not a simple-API project page: {bad}")
+        return data
+    if "html" in kind or start == "<":
+        return _from_html(text, name)
+    raise ValueError(f"neither JSON nor HTML (Content-Type {content_type or 'none'!r}, starting {text[:40]!r})")
 
 
 def pick(releases: list[Release], query: Query, as_of: dt.date | None = None) -> tuple[str, ...]:
@@ -98,33 +236,248 @@ def _cache_dir() -> Path:
     return cache_root() / "index"
 
 
-def fetch(name: str, index_url: str | None = None, ca_bundle: Path | None = None,
-          ttl_s: float = CACHE_TTL_S) -> list[Release]:
-    """The releases of `name` on the index, from the cache when fresh."""
-    base = (index_url or PYPI).rstrip("/")
-    url = f"{base}/{canonicalize_name(name)}/"
-    cache = _cache_dir() / (hashlib.sha256(url.encode()).hexdigest()[:24] + ".json")
-    if cache.is_file() and time.time() - cache.stat().st_mtime < ttl_s:
-        return parse_releases(json.loads(cache.read_text(encoding="utf-8")))
-    parts = urllib.parse.urlsplit(url)
-    headers = {"Accept": "application/vnd.pypi.simple.v1+json"}
-    if parts.username:  # credentials go in a header, never in a URL that could be logged
-        auth = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
-        headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
-        url = urllib.parse.urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
+def _redact(text: str) -> str:
+    from matrix.install import redact  # here: install imports cells and classify
+
+    return redact(text)
+
+
+def _kept(cache: Path, ttl_s: float) -> list[Release] | None:
+    """The releases kept from a good answer, while fresh; None otherwise (also for a file this
+    version of the tool did not write: it is asked again)."""
+    try:
+        if time.time() - cache.stat().st_mtime >= ttl_s:
+            return None
+        data = json.loads(cache.read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or data.get("format") != _CACHE_FORMAT:
+            return None
+        return [Release(Version(v), _upload_time(t) if t else None, bool(y)) for v, t, y in data["releases"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _keep(cache: Path, releases: list[Release]) -> None:
+    data = {"format": _CACHE_FORMAT,
+            "releases": [[str(r.version), r.uploaded.isoformat() if r.uploaded else None, r.yanked] for r in releases]}
+    try:
+        atomic_write(cache, json.dumps(data))
+    except OSError:
+        pass  # a cache only: the next command asks again
+
+
+@functools.lru_cache(maxsize=4)
+def _tls(cafile: str | None) -> Any:
+    """One TLS context per CA bundle (reading the bundle takes 45 ms; a context serves any thread)."""
+    import ssl
+
+    return ssl.create_default_context(cafile=cafile)
+
+
+def _get(url: str, shown: str, name: str, headers: dict[str, str], ca_bundle: Path | None) -> tuple[bytes, str]:
+    """The answer's body and Content-Type, bounded in size and time."""
+    import http.client
     import ssl  # here: only a fetch needs them, and every command imports this module
     from urllib import error as url_error
     from urllib import request as url_request
 
-    context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
     try:
-        with url_request.urlopen(url_request.Request(url, headers=headers), timeout=60,
+        context = _tls(str(ca_bundle) if ca_bundle else None) if url.startswith("https:") else None
+    except (OSError, ssl.SSLError) as e:
+        raise IndexUnavailable(f"asking {shown} for the releases of {name}: the CA bundle {ca_bundle}: {e}") from None
+    deadline = time.monotonic() + READ_DEADLINE_S
+    try:
+        with url_request.urlopen(url_request.Request(url, headers=headers), timeout=SOCKET_TIMEOUT_S,
                                     context=context) as answer:
-            text = answer.read().decode("utf-8")
-        data = json.loads(text)
+            content_type = answer.headers.get("Content-Type", "") if answer.headers else ""
+            read = getattr(answer, "read1", answer.read)
+            chunks, size = [], 0
+            while chunk := read(1 << 16):
+                size += len(chunk)
+                if size > MAX_ANSWER_BYTES:
+                    raise IndexUnusable(f"{shown} answered with more than {MAX_ANSWER_BYTES >> 20} MB for the "
+                                        f"releases of {name}: not a package index answer; nothing was kept")
+                if time.monotonic() > deadline:
+                    raise IndexUnavailable(f"asking {shown} for the releases of {name}: the answer took more "
+                                           f"than {READ_DEADLINE_S:.0f} s")
+                chunks.append(chunk)
+        return b"".join(chunks), content_type
+    except url_error.HTTPError as e:
+        e.close()  # its body is not read
+        if e.code in (404, 410):
+            raise ProjectNotFound(f"{shown} has no project {name} (HTTP {e.code})") from None
+        raise IndexUnavailable(f"asking {shown} for the releases of {name}: HTTP {e.code} {e.reason}") from None
+    except (http.client.IncompleteRead, ConnectionError) as e:
+        raise IndexUnavailable(f"asking {shown} for the releases of {name}: the connection broke ({e!r})") from None
+    except http.client.HTTPException as e:
+        raise IndexUnusable(f"{shown} did not answer in HTTP when asked for the releases of {name} ({e!r}); "
+                            "check the index URL and any proxy in between") from None
     except (url_error.URLError, OSError, ValueError) as e:
-        raise IndexUnavailable(f"asking {url} for the releases of {name}: {e}") from None
-    if not isinstance(data, dict) or "files" not in data:
-        raise IndexUnavailable(f"{url} did not answer with the JSON simple API (PEP 691)")
-    atomic_write(cache, text)
-    return parse_releases(data)
+        raise IndexUnavailable(f"asking {shown} for the releases of {name}: {getattr(e, 'reason', e)}") from None
+
+
+def fetch(name: str, index_url: str | None = None, ca_bundle: Path | None = None,
+          ttl_s: float = CACHE_TTL_S) -> list[Release]:
+    """The releases of `name` on the index, from the cache when fresh.
+
+    Raises IndexUnavailable when the index cannot be asked (ProjectNotFound: it has no such
+    project), IndexUnusable when what answered is not an index. Only good answers are kept."""
+    base = (index_url or PYPI).rstrip("/")
+    url = f"{base}/{_canonical(name)}/"
+    shown = _redact(url)
+    cache = _cache_dir() / (hashlib.sha256(url.encode()).hexdigest()[:24] + ".json")
+    kept = _kept(cache, ttl_s)
+    if kept is not None:
+        return kept
+    parts = urllib.parse.urlsplit(url)
+    headers = {"Accept": _ACCEPT}
+    if parts.username:  # credentials go in a header, never in a URL that could be logged
+        auth = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
+        url = urllib.parse.urlunsplit(parts._replace(netloc=(parts.hostname or "")
+                                                      + (f":{parts.port}" if parts.port else "")))
+    body, content_type = _get(url, shown, name, headers, ca_bundle)
+    try:
+        releases = parse_releases(_read_answer(body, content_type, name))
+    except ValueError as e:
+        raise IndexUnusable(_redact(f"{shown} answered the request for the releases of {name} with something "
+                                    f"that is not a package index: {e}; nothing was kept (check the index URL "
+                                    "and any proxy or sign-in page in between)")) from None
+    _keep(cache, releases)
+    return releases
+
+
+def _local_versions(find_links: tuple[str, ...]) -> dict[str, set[Version]]:
+    """Versions of each project with a wheel or sdist in the local find-links directories."""
+    out: dict[str, set[Version]] = {}
+    for link in find_links:
+        if "://" in link:
+            continue
+        try:
+            names = [p.name for p in Path(link).iterdir()]
+        except OSError:
+            continue
+        for file in names:
+            found = _file_version(file)
+            if found is not None:
+                out.setdefault(_canonical(found[0]), set()).add(found[1])
+    return out
+
+
+def _matches(pin: Version, version: Version) -> bool:
+    """Whether `==pin` takes `version`: a pin without a local label takes any (2.13.0 → 2.13.0+cpu)."""
+    return version == pin or (not pin.local and version.local is not None and Version(version.public) == pin)
+
+
+def _nearest(version: Version, releases: list[Version]) -> list[Version]:
+    """The release just below and the one just above, final releases unless the pin is a
+    pre-release (or there are no others)."""
+    pool = [v for v in releases if not v.is_prerelease] if not version.is_prerelease else releases
+    pool = sorted(set(pool or releases))
+    below = [v for v in pool if v < version]
+    above = [v for v in pool if v > version]
+    return below[-1:] + above[:1]
+
+
+def check_releases(spec: Spec) -> list[str]:
+    """Check every exact pin of the expanded matrix (the `packages` axes and the `include` cells)
+    against the releases on its indexes, before anything runs; returns notes to print.
+
+    A version counts when an index lists it (uploaded by spec.as_of when that is set: uv installs
+    nothing newer then) or a local find-links directory holds a file of it. A pin that is not a
+    release raises ConfigError naming the file, the key and the nearest releases. An index that
+    cannot be read leaves a note and the check goes on; an answer that is not an index raises
+    IndexUnusable (exit 3). Index answers are cached as for the specifier axes."""
+    from matrix.spec import canonical_name
+
+    queried = {name for name, _ in spec.queries}
+    wanted: list[tuple[str, str, str]] = []  # (key, name, version)
+    for name, versions in spec.packages:
+        if name not in queried:  # a specifier axis takes its versions from the index
+            wanted += [(f"packages.{name}[{i}]", name, v) for i, v in enumerate(versions)]
+    for i, entry in enumerate(spec.include):
+        wanted += [(f"include[{i}].{name}", name, v) for name, v in entry.pins]
+    if not wanted:
+        return []
+    local = _local_versions(spec.install.find_links)
+    remote_links = [link for link in spec.install.find_links if "://" in link]
+    indexes = [spec.install.index_url or PYPI, *spec.install.extra_index_urls]
+    where = "the index" if len(indexes) == 1 else "the indexes"
+    notes: list[str] = []
+    unreadable: set[str] = set()
+    pages: dict[tuple[str, str], list[Release] | None] = {}  # None: no such project there
+
+    def releases(name: str, index_url: str) -> list[Release] | None:
+        k = (_canonical(name), index_url)
+        if k not in pages:
+            try:
+                pages[k] = fetch(name, index_url, spec.install.ca_bundle)
+            except ProjectNotFound:
+                pages[k] = None
+        return pages[k]
+
+    problems: list[tuple[str, str]] = []
+    as_of = spec.as_of
+    for key, name, text in wanted:
+        version = Version(text)
+        if any(_matches(version, v) for v in local.get(_canonical(name), ())):
+            continue
+        listed: list[Release] = []
+        projects = 0
+        complete = True
+        hit = None
+        for index_url in indexes:
+            if index_url in unreadable:
+                complete = False
+                continue
+            try:
+                page = releases(name, index_url)
+            except IndexUnusable:
+                raise
+            except IndexUnavailable as e:
+                unreadable.add(index_url)
+                complete = False
+                notes.append(_redact(f"could not check the pins against the index: {e}; going on"))
+                continue
+            if page is None:
+                continue
+            projects += 1
+            listed += page
+            hit = next((r for r in page if _matches(version, r.version)), None)
+            if hit is not None:
+                break
+        if hit is not None:
+            late = as_of is not None and hit.uploaded is not None and hit.uploaded.date() > as_of
+            if not late:
+                if hit.yanked:
+                    notes.append(f"{key}: {name} {text} is yanked on {where} (an exact pin still installs it)")
+                continue
+        if not complete:
+            continue  # not seen where it could be checked: the notes say so
+        if remote_links and hit is None:
+            notes.append(_redact(f"{key}: {name} {text} is not on {where}; the find-links URL(s) "
+                                 f"{', '.join(remote_links)} may hold it (not checked); going on"))
+            continue
+        if hit is not None:  # listed, but uploaded after --as-of
+            then = [r.version for r in listed if not r.yanked and r.uploaded is not None
+                    and r.uploaded.date() <= as_of]  # type: ignore[operator]
+            near = ", ".join(str(v) for v in _nearest(version, then)) or "none"
+            assert hit.uploaded is not None
+            problems.append((key, f"{name} {text} was uploaded on {hit.uploaded.date()}, after --as-of {as_of} "
+                                  f"(no install of the run sees it); nearest as of then: {near}"))
+        elif not projects:
+            problems.append((key, f"{name} {text} is not a release: {where} has no project "
+                                  f"{canonical_name(name)!r}"))
+        else:
+            pool = [r.version for r in listed if not r.yanked] or [r.version for r in listed]
+            if as_of is not None:
+                pool = [r.version for r in listed if not r.yanked and r.uploaded is not None
+                        and r.uploaded.date() <= as_of] or pool
+            near = ", ".join(str(v) for v in _nearest(version, pool)) or "none"
+            problems.append((key, f"{name} {text} is not a release on {where}; nearest: {near}"))
+    if problems:
+        key, first = problems[0]
+        more = "".join(f"\n  {k}: {p}" for k, p in problems[1:])
+        raise ConfigError(str(spec.path), key, first + more,
+                          "pin a version the index offers (the nearest are named), or put its wheel in a "
+                          "find-links directory")
+    return notes

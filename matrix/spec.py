@@ -116,6 +116,9 @@ class Spec:
     # Axes given as specifiers, expanded from the index by expand(); their `packages` entry is
     # empty until then.
     queries: tuple[tuple[str, Query], ...] = ()
+    # The day the run's world is taken as of (--as-of): the specifier axes pick from what was
+    # uploaded by then, and every install excludes later uploads (install.options). Set by expand().
+    as_of: dt.date | None = None
 
     @property
     def package_names(self) -> tuple[str, ...]:
@@ -135,7 +138,7 @@ def load(path: str | os.PathLike[str]) -> Spec:
 
 
 def parse(text: str, path: Path) -> Spec:
-    return _Validator(path).spec(load_yaml(text, str(path)))
+    return _Validator(path, text).spec(load_yaml(text, str(path)))
 
 
 def canonical_name(name: str) -> str:
@@ -150,10 +153,16 @@ def _did_you_mean(word: str, choices: tuple[str, ...] | list[str]) -> str:
 
 
 class _Validator:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, text: str = "") -> None:
         self.path = path
         self.file = str(path)
+        self.text = text
         self.queries: list[tuple[str, Query]] = []
+
+    def written(self, where: tuple[str | int, ...], value: Any) -> str:
+        """The scalar at `where` as the file spells it (YAML reads 1.10 as the float 1.1: the text
+        keeps the version the user typed), else the value as read."""
+        return _scalar_text(self.text, where) or str(value)
 
     def fail(self, key: str, problem: str, fix: str = "") -> ConfigError:
         return ConfigError(self.file, key, problem, fix)
@@ -227,8 +236,9 @@ class _Validator:
                                 "use name[:tag][@sha256:digest] with no spaces or shell characters")
             python = body.get("python")
             if isinstance(python, float):
-                raise self.fail(f"{key}.python", f"{python!r} was read as a number",
-                                f'quote it: "{python}" (YAML turns 3.10 into 3.1)')
+                typed = self.written(("bases", name, "python"), python)
+                raise self.fail(f"{key}.python", f"{typed} was read as the number {python!r}",
+                                f'quote it: "{typed}" (YAML turns 3.10 into 3.1)')
             if python is not None and (not isinstance(python, str) or not _PYTHON.match(python)):
                 raise self.fail(f"{key}.python", f"{python!r} is not an interpreter path, name or version",
                                 'use e.g. "3.12", /usr/bin/python3.10 or python3')
@@ -288,20 +298,21 @@ class _Validator:
                 raise self.fail(key, "is empty", "give at least one version")
             pins = []
             for i, v in enumerate(versions):
-                pin = self.version(v, f"{key}[{i}]")
+                pin = self.version(v, f"{key}[{i}]", ("packages", name, i))
                 if pin in pins:
                     raise self.fail(f"{key}[{i}]", f"{pin} is listed twice", "remove the duplicate")
                 pins.append(pin)
             out.append((name, tuple(pins)))
         return tuple(out)
 
-    def version(self, value: Any, key: str) -> str:
+    def version(self, value: Any, key: str, where: tuple[str | int, ...] = ()) -> str:
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise self.fail(key, f"expected a version string, got {_kind(value)}", 'quote it: "1.26.4"')
         if isinstance(value, float):
-            # YAML reads 1.10 as the float 1.1: the version the user meant is already lost.
-            raise self.fail(key, f"{value!r} was read as a number, not a version",
-                            f'quote it: "{value}" (YAML turns 1.10 into 1.1)')
+            # YAML reads 1.10 as the float 1.1: the hint quotes what the file says.
+            typed = self.written(where, value) if where else str(value)
+            raise self.fail(key, f"{typed} was read as the number {value!r}, not a version",
+                            f'quote it: "{typed}" (YAML turns 1.10 into 1.1)')
         text = str(value)
         bad = not _VERSION_CHARS.match(text)
         if not bad:
@@ -365,7 +376,7 @@ class _Validator:
             pins = []
             for n in names:
                 if n in entry:
-                    pin = self.version(entry[n], f"{k}.{n}")
+                    pin = self.version(entry[n], f"{k}.{n}", (key, i, n))
                     if key == "exclude" and axis[n] and pin not in axis[n]:
                         raise self.fail(f"{k}.{n}", f"{pin} is not among the versions of {n}, so this "
                                         "exclude matches nothing", f"use one of {list(axis[n])}")
@@ -460,6 +471,28 @@ class _Validator:
         return Limits(timeout_s=float(timeout), memory=memory.lower())
 
 
+def _scalar_text(text: str, where: tuple[str | int, ...]) -> str | None:
+    """The source text of the plain scalar at `where` (mapping keys and list positions) in the
+    YAML document `text`; None when it cannot be found (a merge key, an alias, anything odd).
+    Composes only (nodes, no values, aliases not expanded): used on the error path."""
+    import yaml
+
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        for step in where:
+            if isinstance(step, int) and isinstance(node, yaml.SequenceNode):
+                node = node.value[step]
+            elif isinstance(step, str) and isinstance(node, yaml.MappingNode):
+                node = next(v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == step)
+            else:
+                return None
+    except Exception:  # noqa: BLE001 - a hint only: the message falls back to the value as read
+        return None
+    if not isinstance(node, yaml.ScalarNode) or node.style or not node.value or len(node.value) > 64:
+        return None
+    return str(node.value)
+
+
 def _kind(value: Any) -> str:
     if value is None:
         return "nothing"
@@ -468,9 +501,10 @@ def _kind(value: Any) -> str:
 
 
 def expand(spec: Spec, as_of: dt.date | None = None) -> Spec:
-    """Fill the axes given as specifiers from the package index (cached); others stay as written."""
+    """Fill the axes given as specifiers from the package index (cached); others stay as written.
+    The result carries `as_of`: the whole run's world is the index as of that day."""
     if not spec.queries:
-        return spec
+        return spec if spec.as_of == as_of else dataclasses.replace(spec, as_of=as_of)
     from matrix import index
 
     queries = dict(spec.queries)
@@ -478,11 +512,16 @@ def expand(spec: Spec, as_of: dt.date | None = None) -> Spec:
     for name, versions in spec.packages:
         if name in queries:
             q = queries[name]
-            versions = index.pick(index.fetch(name, spec.install.index_url, spec.install.ca_bundle), q, as_of)
+            try:
+                releases = index.fetch(name, spec.install.index_url, spec.install.ca_bundle)
+            except index.ProjectNotFound as e:
+                raise ConfigError(str(spec.path), f"packages.{name}", str(e),
+                                  "check the package name (the index knows it by its distribution name)") from None
+            versions = index.pick(releases, q, as_of)
             if not versions:
                 when = f" as of {as_of}" if as_of else ""
                 raise ConfigError(str(spec.path), f"packages.{name}.spec",
                                   f"{q.spec!r} picks no release of {name} on the index{when}",
                                   "widen the specifier (yanked releases never count)")
         packages.append((name, versions))
-    return dataclasses.replace(spec, packages=tuple(packages))
+    return dataclasses.replace(spec, packages=tuple(packages), as_of=as_of)

@@ -117,6 +117,36 @@ def test_a_yaml_float_version_is_refused_with_the_reason(tmp_path: Path) -> None
     assert "quote it" in str(e)
 
 
+@pytest.mark.parametrize(("text", "key", "typed"), [
+    ("bases: {b: {image: x}}\npackages: {scipy: [1.10]}\n", "packages.scipy[0]", "1.10"),
+    ("bases: {b: {image: x}}\npackages:\n  scipy:\n    - '1.9'\n    - 1.10\n", "packages.scipy[1]", "1.10"),
+    ("bases: {b: {image: x}}\npackages: {numpy: ['1.26.4'], scipy: ['1.9']}\n"
+     "include: [{base: b, numpy: '2.2.6', scipy: 1.110}]\n", "include[0].scipy", "1.110"),
+    ("bases: {b: {image: x}}\npackages: {numpy: ['1.26.4']}\n"
+     "exclude: [{numpy: 1.260, reason: x}]\n", "exclude[0].numpy", "1.260"),
+    ("bases: {b: {python: 3.10}}\npackages: {numpy: ['1']}\n", "bases.b.python", "3.10"),
+    ("bases:\n  b:\n    python: 3.20  # a comment\npackages: {numpy: ['1']}\n", "bases.b.python", "3.20"),
+])
+def test_the_quote_it_hint_shows_the_version_as_typed(tmp_path: Path, text: str, key: str, typed: str) -> None:
+    """YAML reads 1.10 as 1.1: the hint must give back what the user typed, not the number."""
+    for _ in range(2):  # the second load reads the parsed-input cache (JSON, where 1.10 is 1.1 too)
+        e = bad(tmp_path, text)
+        assert e.key == key
+        assert f'quote it: "{typed}"' in str(e), str(e)
+
+
+def test_the_quote_it_hint_through_an_alias_and_where_the_text_is_not_found(tmp_path: Path) -> None:
+    e = bad(tmp_path, "bases: {b: {image: x}}\npackages: {numpy: [&v 1.10], scipy: [*v]}\n")
+    assert e.key == "packages.numpy[0]" and 'quote it: "1.10"' in str(e)
+    from matrix.spec import _scalar_text
+
+    assert _scalar_text("a: {<<: {b: 1.10}}\n", ("a", "b")) is None  # under a merge key: not its own key
+    assert _scalar_text("a: [1.10]\n", ("a", 3)) is None
+    assert _scalar_text("a: '1.10'\n", ("a",)) is None  # quoted: never a number in the first place
+    assert _scalar_text("a: [1.10]\n", ("a", 0)) == "1.10"
+    assert _scalar_text(": : :\n", ("a",)) is None  # not YAML: no hint text, no exception
+
+
 @pytest.mark.parametrize("name", ["numpy @ https://x/y.whl", "numpy==1.0", "-numpy", "num py", "numpy;"])
 def test_package_names_must_be_pep508_names(tmp_path: Path, name: str) -> None:
     import json
