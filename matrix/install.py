@@ -5,6 +5,7 @@ Shared by every backend, so a mode means the same thing wherever it runs.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import threading
@@ -137,12 +138,15 @@ def uv_commands(cell: Cell, spec: Spec, uv: str, python: str, find_links: list[s
 
 
 def options(spec: Spec, find_links: list[str], *, index_in_config: bool = False) -> list[str]:
-    """Installer options for every step; `find_links` as the installer will see them. With
+    """Installer options for every step; `find_links` as the installer will see them (with an
+    as-of day, uv ignores what the indexes got later; local find-links wheels still count). With
     `index_in_config` the index and link options are left to a config file (uv_toml):
     on the command line pip would let them override the file's."""
     opts = []
     if spec.install.only_binary:
         opts.append("--only-binary=:all:")
+    if spec.as_of is not None:  # the run's whole world as of that day, transitive requirements too
+        opts += ["--exclude-newer", exclude_newer(spec.as_of)]
     if index_in_config:
         return opts
     if spec.install.index_url:
@@ -152,6 +156,12 @@ def options(spec: Spec, find_links: list[str], *, index_in_config: bool = False)
     for link in find_links:
         opts += ["--find-links", link]
     return opts
+
+
+def exclude_newer(as_of: dt.date) -> str:
+    """uv's --exclude-newer for a run as of `as_of`: the start of the next day, UTC (RFC 3339),
+    so the day itself counts, as it does for the specifier axes (index.pick)."""
+    return (as_of + dt.timedelta(days=1)).strftime("%Y-%m-%dT00:00:00Z")
 
 
 def steps(cell: Cell, spec: Spec, find_links: list[str], *, index_in_config: bool = False) -> list[Step]:

@@ -4,7 +4,7 @@ An unchanged re-run reads its verdicts from here instead of installing anything.
 the tool's version, the backend, the base as it is now (image id / interpreter version), the
 base's definition, the cell's pins and mode, the layered order, the install options (and the
 wheels in local find-links directories), the installer (uv's binary), the limits, the probe scripts'
-code and the registry's issue probes: change any of them and the cell runs again. `--rerun`
+code, the registry's issue probes and the --as-of day: change any of them and the cell runs again. `--rerun`
 ignores what is kept (and keeps the new verdicts). Infra-errors are never kept: they are no verdict.
 """
 
@@ -75,6 +75,8 @@ class ResultCache:
             "issue_probes": [list(p) for p in issue_probes], "install": install,
             "local_wheels": _local_wheels(spec.install.find_links), "limits": asdict(spec.limits),
         }
+        if spec.as_of is not None:  # another world than today's index (absent: keys of earlier runs hold)
+            self._common["as_of"] = spec.as_of.isoformat()
         self.spec = spec
 
     def key(self, cell: Cell, base_id: str) -> str:

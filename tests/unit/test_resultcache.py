@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from matrix import resultcache
 from matrix.cells import Cell
 from matrix.classify import Outcome
 from matrix.resultcache import ResultCache
+from matrix.spec import expand
 from matrix.store import Record
 
 MATRIX = """
@@ -54,6 +56,22 @@ def test_a_wheel_dropped_into_a_find_links_directory_moves_the_key(make_spec, tm
     before = key(make_spec, text)
     (wheels / "numpy-1.26.4-cp311-cp311-linux_x86_64.whl").write_bytes(b"wheel")
     assert key(make_spec, text) != before
+
+
+def test_the_as_of_day_is_in_the_key(make_spec) -> None:
+    """A cached verdict of today's world is never replayed for an --as-of run (nor the reverse)."""
+    today = key(make_spec)
+    spec = make_spec(MATRIX)
+
+    def as_of(day: dt.date | None) -> str:
+        s = expand(spec, day)
+        assert s.as_of == day
+        return ResultCache(s, "docker", directory=Path("/nonexistent")).key(CELL, "sha256:aaa")
+
+    assert as_of(None) == today  # no as-of: the keys of earlier runs still hold
+    first, second = as_of(dt.date(2024, 6, 1)), as_of(dt.date(2024, 6, 2))
+    assert len({today, first, second}) == 3
+    assert as_of(dt.date(2024, 6, 1)) == first
 
 
 def test_the_probe_code_is_in_the_key(make_spec, monkeypatch: pytest.MonkeyPatch) -> None:
