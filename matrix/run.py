@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from matrix import cells, history, locks, registry, resultcache, spec, sweep
+from matrix import cells, history, index, locks, registry, resultcache, spec, sweep
 from matrix.classify import Outcome
 from matrix.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, ConfigError, EngineUnavailable
 from matrix.ledger import TABLE_RECORDS, Ledger, matrix_digest, read
@@ -270,6 +270,9 @@ def run(options: Options, echo: Echo = print) -> Result:
     plan = cells.plan(s)
     chosen = select(options, s, plan, echo)
     known = load_registry(options.config, options.registry)
+    # A pin that is no release is bad input (a typo would read as a missing wheel), before anything runs.
+    for note in index.check_releases(s):
+        echo(note)
     known_good = feeds_known_good(options, known)
     out = Result(run_id=sweep.new_run_id())
     if not chosen:  # an empty shard: the table as the ledger has it, under the directory's lock
