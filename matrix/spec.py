@@ -40,6 +40,9 @@ _IMAGE = re.compile(
 )
 _PYTHON = re.compile(r"^[A-Za-z0-9_./+-]+$")
 _MEMORY = re.compile(r"^[0-9]+[bkmgBKMG]?$")
+_MEMORY_UNITS = {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+_MIN_MEMORY = 6 * 1024**2  # the smallest memory limit Docker accepts
+MAX_TIMEOUT_S = 86_400  # a probe's limit: a day
 _URL = re.compile(r"^(https?|file)://[^\s'\"`$;|&<>\\]+$")
 
 TOP_KEYS = ("bases", "packages", "modes", "layered_order", "exclude", "include", "install", "limits")
@@ -462,12 +465,21 @@ class _Validator:
     def limits(self, value: Any) -> Limits:
         body = self.mapping(value, "limits", LIMIT_KEYS)
         timeout = body.get("timeout_s", 300)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise self.fail("limits.timeout_s", f"expected a positive number of seconds, got {timeout!r}",
-                            "e.g. timeout_s: 300")
+        # One range check refuses .nan and .inf too (neither compares), and a 400-digit integer
+        # before float() would overflow on it.
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= MAX_TIMEOUT_S:
+            shown = ("a number of more than 18 digits" if isinstance(timeout, int) and abs(timeout) >= 10**18
+                     else repr(timeout))
+            raise self.fail("limits.timeout_s", f"expected a number of seconds above 0 and at most {MAX_TIMEOUT_S} "
+                            f"(a day), got {shown}", "e.g. timeout_s: 300")
         memory = body.get("memory", "4g")
-        if not isinstance(memory, str) or not _MEMORY.match(memory):
-            raise self.fail("limits.memory", f"{memory!r} is not a memory size", 'e.g. memory: "4g" or "512m"')
+        if not isinstance(memory, str) or not _MEMORY.match(memory) or len(memory) > 20:
+            shown = repr(memory) if len(repr(memory)) <= 40 else repr(memory)[:37] + "..."
+            raise self.fail("limits.memory", f"{shown} is not a memory size", 'e.g. memory: "4g" or "512m"')
+        size = int(memory.rstrip("bkmgBKMG")) * _MEMORY_UNITS[(memory[-1:] if memory[-1:].isalpha() else "b").lower()]
+        if not _MIN_MEMORY <= size < 2**63:
+            which = "below Docker's smallest limit" if size < _MIN_MEMORY else "more than the engine can take"
+            raise self.fail("limits.memory", f"{memory!r} is {which}", 'give 6m or more, e.g. memory: "4g"')
         return Limits(timeout_s=float(timeout), memory=memory.lower())
 
 
