@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import tempfile
 from pathlib import Path
 
 from matrix.errors import ConfigError
@@ -66,6 +67,57 @@ def is_live(run_id: str) -> bool:
         return True
     path.unlink(missing_ok=True)  # a dead run's lock: nobody will take it again
     os.close(fd)
+    return False
+
+
+def hold_file(path: Path) -> _Held:
+    """Hold a lock at `path` (beside the objects it vouches for) while this process lives or until
+    released: whoever looks there (another HOME, another user) can tell a live holder from a dead
+    one with file_held. The file appears already locked (made aside, locked, then linked into
+    place), so no one ever sees it unheld while its holder lives."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else has it open
+        os.fchmod(fd, 0o644)  # others open it to try the lock, whatever the umask
+        os.write(fd, f"{os.getpid()} {os.uname().nodename}\n".encode())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            if file_held(path) is not False:  # a dead holder's is removed by asking
+                raise
+            os.link(tmp, path)
+    except FileExistsError:
+        os.close(fd)
+        raise RuntimeError(f"{path} is held already") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    finally:
+        os.unlink(tmp)
+    return _Held(path, fd)
+
+
+def file_held(path: Path) -> bool | None:
+    """Whether a live process holds the lock at `path` (hold_file); None when there is no such
+    file. A lock nobody holds is removed: its holder died, and nobody takes it again."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return True  # one we may not even open (another user's): not ours to judge dead
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # BlockingIOError: held
+        os.close(fd)
+        return True
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass  # another user's, in a sticky directory: it stays, unheld
+    finally:
+        os.close(fd)
     return False
 
 

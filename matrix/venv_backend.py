@@ -35,6 +35,14 @@ _INSTALL_TIMEOUT_S = 1800
 _PASSTHROUGH = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 _PREFIX = "compat-matrix-"
 _WORK_DIR = re.compile(r"^compat-matrix-(\d{8}T\d{6}Z-[0-9a-f]{6})-[^/]+$")
+# In a work directory kept with --keep: no run ever removes it.
+KEPT_MARK = ".compat-matrix-kept"
+
+
+def live_lock(run_id: str) -> Path:
+    """The lock a run holds beside its work directories while it lives (locks.hold_file): judged
+    there, any run that sees the directories sees it, whatever its HOME or user."""
+    return Path(tempfile.gettempdir()) / f"{_PREFIX}{run_id}.lock"
 
 
 class VenvBackend:
@@ -52,22 +60,44 @@ class VenvBackend:
         self._lock = threading.Lock()
         self._running: set[subprocess.Popen[bytes]] = set()
         self._cancelled = False
+        self._live: locks._Held | None = None
+
+    def _hold(self) -> None:
+        """This run is live where its venvs are, from before its first work directory."""
+        with self._lock:
+            if self._live is None:
+                self._live = locks.hold_file(live_lock(self.run_id))
 
     def start(self) -> list[str]:
-        """Remove the venvs dead runs left behind (a SIGKILL skips every finally)."""
+        """Remove the venvs dead runs left behind (a SIGKILL skips every finally): a run is live
+        while it holds its lock beside them (a run of an older version: its lock in the state
+        directory); a venv kept with --keep stays."""
+        self._hold()
         notes = []
+        live: dict[str, bool] = {}
         for d in sorted(Path(tempfile.gettempdir()).glob(f"{_PREFIX}*")):
             m = _WORK_DIR.match(d.name)
             if not m or not d.is_dir():
                 continue  # not one of ours (a log file, another tool's directory)
             run_id = m.group(1)
-            if run_id != self.run_id and not locks.is_live(run_id):
+            if run_id == self.run_id or (d / KEPT_MARK).exists():
+                continue
+            if run_id not in live:
+                held = locks.file_held(live_lock(run_id))
+                live[run_id] = locks.is_live(run_id) if held is None else held
+            if not live[run_id]:
                 shutil.rmtree(d, ignore_errors=True)
-                notes.append(f"removed {d}, left by dead run {run_id}")
+                if not d.exists():
+                    notes.append(f"removed {d}, left by dead run {run_id}")
         return notes
 
     def close(self, *, interrupted: bool) -> None:
-        """Nothing outlives a cell here: each venv goes when its cell ends."""
+        """Nothing outlives a cell here (each venv goes when its cell ends, unless kept); the run
+        is no longer live."""
+        with self._lock:
+            live, self._live = self._live, None
+        if live is not None:
+            live.release()
 
     def base_id(self, base: Base) -> str:
         """The interpreter and its exact version ("" when there is none)."""
@@ -91,7 +121,11 @@ class VenvBackend:
     def run_cell(self, cell: Cell, log_dir: Path) -> Record:
         started = time.monotonic()
         record = Record.for_cell(cell, backend=self.name, run_id=self.run_id)
+        self._hold()
         work = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{self.run_id}-"))
+        if self.keep:  # before anything else: once this run ends, no other may take it for a dead run's
+            (work / KEPT_MARK).write_text("kept with --keep; remove the directory when done with it\n",
+                                          encoding="utf-8")
         try:
             verdict = self._run(cell, work, log_dir, record)
         finally:

@@ -47,3 +47,34 @@ def test_one_writer_per_results_directory(tmp_path: Path) -> None:
     assert "another compat-matrix run is writing" in str(info.value)
     first.release(remove=False)
     locks.hold_results(tmp_path / "results").release(remove=False)
+
+
+HOLD_FILE = ("import sys, time; from pathlib import Path; from matrix import locks; "
+             "locks.hold_file(Path(sys.argv[1])); print('held', flush=True); time.sleep(60)")
+
+
+def test_a_lock_beside_the_objects_is_live_for_any_state_dir_and_dead_after_sigkill(tmp_path: Path) -> None:
+    path = tmp_path / "where-the-venvs-are" / "run.lock"
+    other_home = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "another-state"), HOME=str(tmp_path / "another-home"))
+    with subprocess.Popen([sys.executable, "-c", HOLD_FILE, str(path)], stdout=subprocess.PIPE, text=True,
+                          env=other_home) as holder:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        assert locks.file_held(path) is True and path.exists()
+        with pytest.raises(RuntimeError, match="held already"):
+            locks.hold_file(path)
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert locks.file_held(path) is False
+    assert not path.exists()  # a dead holder's lock goes once asked about
+    assert locks.file_held(path) is None
+
+
+def test_a_lock_beside_the_objects_is_released_and_a_dead_ones_file_taken_over(tmp_path: Path) -> None:
+    path = tmp_path / "run.lock"
+    path.write_text("a lock file its holder left when it died\n")
+    held = locks.hold_file(path)
+    assert locks.file_held(path) is True
+    assert oct(path.stat().st_mode & 0o777) == "0o644"  # others can open it to ask
+    held.release()
+    assert locks.file_held(path) is None
+    assert [p.name for p in tmp_path.iterdir()] == []  # nothing aside is left

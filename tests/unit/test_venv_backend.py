@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
 from matrix import locks
-from matrix.venv_backend import VenvBackend
+from matrix.cells import Cell
+from matrix.classify import Outcome
+from matrix.venv_backend import KEPT_MARK, VenvBackend, live_lock
 
 
 @pytest.fixture(autouse=True)
@@ -20,12 +23,14 @@ def test_start_removes_venvs_of_dead_runs_only(make_spec) -> None:
     s = make_spec("bases: {py: {python: '3.11'}}\npackages: {numpy: ['1.26.4']}\n")
     dead = Path(tempfile.mkdtemp(prefix="compat-matrix-20260101T000000Z-dead00-"))
     alive = Path(tempfile.mkdtemp(prefix="compat-matrix-20260101T000000Z-a11ce0-"))
-    held = locks.hold_run("20260101T000000Z-a11ce0")
+    held = locks.hold_run("20260101T000000Z-a11ce0")  # a run of an older version: its lock in the state dir only
+    backend = VenvBackend(s, "20260101T000000Z-00aa00")
     try:
-        notes = VenvBackend(s, "20260101T000000Z-00aa00").start()
+        notes = backend.start()
         assert not dead.exists() and alive.exists()
         assert notes == [f"removed {dead}, left by dead run 20260101T000000Z-dead00"]
     finally:
+        backend.close(interrupted=False)
         held.release()
         alive.rmdir()
 
@@ -63,3 +68,88 @@ def test_cancel_kills_what_the_cells_are_running_and_nothing_new_starts(make_spe
     assert len(caught) == 1 and isinstance(caught[0], Cancelled)
     with pytest.raises(Cancelled):
         backend._proc(["true"], {"PATH": "/usr/bin:/bin"}, tmp_path, 10)
+
+
+SPEC = "bases: {py: {python: '3.11'}, gone: {python: '3.98'}}\npackages: {numpy: ['1.26.4']}\n"
+# A run of another user or HOME: its own state directory, its backend started (so live), one work dir.
+OTHER_RUN = """
+import sys, tempfile, time
+from matrix import spec
+from matrix.venv_backend import VenvBackend
+b = VenvBackend(spec.load(sys.argv[1]), sys.argv[2])
+b.start()
+print(tempfile.mkdtemp(prefix=f"compat-matrix-{sys.argv[2]}-"), flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_live_run_with_another_state_dir_keeps_its_venvs_and_a_killed_one_loses_them(
+        make_spec, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    make_spec(SPEC)
+    other = "20260101T000000Z-07e412"
+    env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "other-state"), HOME=str(tmp_path / "other-home"))
+    with subprocess.Popen([sys.executable, "-c", OTHER_RUN, str(tmp_path / "matrix.yaml"), other],
+                          stdout=subprocess.PIPE, text=True, env=env) as proc:
+        try:
+            assert proc.stdout is not None
+            work = Path(proc.stdout.readline().strip())
+            assert work.is_dir()
+            mine = VenvBackend(make_spec(SPEC), "20260101T000000Z-00aa01")
+            try:
+                assert mine.start() == []
+                assert work.is_dir()  # live where its venvs are, though its state dir is not ours
+            finally:
+                mine.close(interrupted=False)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+    later = VenvBackend(make_spec(SPEC), "20260101T000000Z-00aa02")
+    try:
+        assert later.start() == [f"removed {work}, left by dead run {other}"]
+    finally:
+        later.close(interrupted=False)
+    assert not work.exists() and not live_lock(other).exists()
+
+
+def test_a_kept_venv_is_named_and_no_other_run_removes_it(make_spec, tmp_path: Path) -> None:
+    s = make_spec(SPEC)
+    run_id = "20260101T000000Z-cee900"
+    kept = VenvBackend(s, run_id, keep=True)
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+    cell = Cell("gone", "together", (("numpy", "1.26.4"),))
+    record = kept.run_cell(cell, log_dir)  # no interpreter: over at once, its directory kept all the same
+    kept.close(interrupted=False)
+    assert record.outcome is Outcome.INFRA_ERROR
+    venv = Path((log_dir / "venv-path").read_text().strip())
+    work = venv.parent
+    try:
+        assert (work / KEPT_MARK).is_file() and not live_lock(run_id).exists()
+        other = VenvBackend(s, "20260101T000000Z-00aa03")
+        try:
+            assert other.start() == []
+        finally:
+            other.close(interrupted=False)
+        assert work.is_dir()
+    finally:
+        shutil.rmtree(work)
+
+
+def test_a_runs_lock_lives_from_start_or_its_first_cell_to_close(make_spec, tmp_path: Path) -> None:
+    s = make_spec(SPEC)
+    backend = VenvBackend(s, "20260101T000000Z-00aa04")
+    backend.close(interrupted=False)  # closed before it started (bad input after the backend was made): nothing
+    backend.start()
+    assert locks.file_held(live_lock("20260101T000000Z-00aa04")) is True
+    backend.close(interrupted=False)
+    assert locks.file_held(live_lock("20260101T000000Z-00aa04")) is None
+    lazy = VenvBackend(s, "20260101T000000Z-00aa05")
+    (tmp_path / "l").mkdir()
+    lazy.run_cell(Cell("gone", "together", (("numpy", "1.26.4"),)), tmp_path / "l")
+    assert locks.file_held(live_lock("20260101T000000Z-00aa05")) is True
+    lazy.close(interrupted=False)
