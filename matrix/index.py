@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from matrix.errors import EXIT_INFRA, CompatMatrixError, ConfigError, IndexUnusable
+from matrix.errors import EXIT_INFRA, CompatMatrixError, ConfigError, IndexUnusable, redact
 from matrix.store import atomic_write
 
 if TYPE_CHECKING:
@@ -245,9 +245,7 @@ def _cache_dir() -> Path:
 
 
 def _redact(text: str) -> str:
-    from matrix.install import redact  # here: install imports cells and classify
-
-    return redact(text)
+    return redact(text)  # install.redact: URL credentials hidden
 
 
 def _kept(cache: Path, ttl_s: float) -> list[Release] | None:
