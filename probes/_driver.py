@@ -5,7 +5,10 @@ first run one after another in one interpreter (the heavy imports happen once); 
 probe that does not pass, each runs in a subprocess of its own, as if the group had never been.
 A probe that segfaults, hangs or floods its output takes down only itself. Probes write their verdict to a
 result file, not to stdout, so whatever a package prints on import cannot pass for a result; the
-lines this driver prints start with a nonce the host chose and the probes never see.
+lines this driver prints start with a nonce the host chose and the probes never see: the driver makes
+itself undumpable first, so code of the same user cannot read its environment (/proc/PID/environ)
+nor write to its output (/proc/PID/fd/1). Processes a probe leaves behind are killed when it ends,
+also those that left its process group (the driver is their subreaper), and its record counts them.
 """
 
 import os
@@ -39,6 +42,9 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 
 NONCE_VAR = "COMPAT_MATRIX_NONCE"
+# prctl(2) options.
+PR_SET_DUMPABLE = 4
+PR_SET_CHILD_SUBREAPER = 36
 TAIL = 4000
 MAX_RESULT = 1 << 20
 GROUP_FLAG = "--group"
@@ -91,6 +97,82 @@ def probe_record(path, returncode, timed_out, duration_s, out_path, err_path, re
     }
 
 
+def protect():
+    """Make this process undumpable (its /proc entries become root's: another process of the same
+    user can read neither its environment nor its file descriptors) and the subreaper of what its
+    probes leave behind. Linux only; elsewhere, or without ctypes, nothing changes."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except Exception:  # noqa: BLE001 - no prctl here: the host still requires the driver's orderly end
+        pass
+
+
+def _processes():
+    """(pid, parent pid, process group) of every process this one can see."""
+    out = []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return out
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name, "rb") as f:
+                stat = f.read().decode("ascii", "replace")
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()  # after "(comm)": state ppid pgrp ...
+        if len(fields) >= 3:
+            out.append((int(name), int(fields[1]), int(fields[2])))
+    return out
+
+
+def kill_strays(group):
+    """Kill what is left of a probe: its process group, and whatever was orphaned to this driver
+    (a daemon that left the group); returns how many processes that was."""
+    me = os.getpid()
+    killed = set()
+    for _ in range(50):  # a stray may fork while it is being killed: a few rounds
+        found = [pid for pid, ppid, pgrp in _processes()
+                 if pid != me and (pgrp == group or ppid == me) and pid not in killed]
+        try:  # zombies of this driver's own children are reaped, not counted
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                pass
+        except ChildProcessError:
+            pass
+        live = [pid for pid in found if _alive(pid)]
+        if not live:
+            break
+        for pid in live:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+            except OSError:
+                pass
+        time.sleep(0.01)
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+    except ChildProcessError:
+        pass
+    return len(killed)
+
+
+def _alive(pid):
+    """Running (not a zombie waiting to be reaped)."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            stat = f.read().decode("ascii", "replace")
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2:][:1] not in ("Z", "X", "")
+
+
 def kill(proc):
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -119,8 +201,11 @@ def run_probe(path, timeout, env):
             except subprocess.TimeoutExpired:
                 timed_out = True
                 kill(proc)
-        return probe_record(path, proc.returncode, timed_out, time.monotonic() - started, out_path, err_path,
-                            result_path)
+            strays = kill_strays(proc.pid)
+        record = probe_record(path, proc.returncode, timed_out, time.monotonic() - started, out_path, err_path,
+                              result_path)
+        record["strays"] = strays
+        return record
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -203,6 +288,9 @@ def run_group(paths, timeout, env):
                 break
             time.sleep(0.01)
         proc.wait()
+        strays = kill_strays(proc.pid)
+        if records:  # what the group left behind, on the record of the probe it ran last
+            records[max(records)]["strays"] = strays
         return records
     finally:
         if proc is not None and proc.poll() is None:
@@ -211,6 +299,7 @@ def run_group(paths, timeout, env):
 
 
 def main():
+    protect()
     nonce = os.environ.pop(NONCE_VAR, "")
     env = dict(os.environ)
     timeout = float(env.get("COMPAT_MATRIX_PROBE_TIMEOUT", "300"))

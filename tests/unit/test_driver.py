@@ -156,3 +156,96 @@ def test_a_probe_that_hangs_in_the_group_times_out_alone(tmp_path: Path) -> None
                                    "c_ok.py": GROUPED["e_ok.py"]}, timeout=2.0)
     outcomes = {p["probe"]: classify_probe(p).outcome for p in report.probes}
     assert outcomes == {"a_ok": Outcome.PASS, "b_hang": Outcome.TIMEOUT, "c_ok": Outcome.PASS}
+
+
+def _running(marker: str) -> list[int]:
+    """Live processes whose command line holds `marker`."""
+    out = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and marker.encode() in (d / "cmdline").read_bytes():
+                if (d / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                    out.append(int(d.name))
+        except OSError:
+            continue
+    return out
+
+
+@pytest.mark.parametrize("group", ["1", "0"])
+def test_processes_a_probe_leaves_behind_are_killed_and_counted(tmp_path: Path, group: str,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    marker = f"98765{group}.5"  # sleep's argument: finds our strays among the machine's processes
+    leaves = (
+        "import os, subprocess, _probe\n"
+        f"for _ in range(20):\n    subprocess.Popen(['sleep', '{marker}'])\n"
+        # a daemon: double fork and a session of its own, out of the probe's process group
+        "if os.fork() == 0:\n    os.setsid()\n"
+        f"    if os.fork() == 0:\n        os.execvp('sleep', ['sleep', '{marker}'])\n"
+        "    os._exit(0)\n"
+        "_probe.run([('ok', lambda: None)])\n"
+    )
+    monkeypatch.setenv("COMPAT_MATRIX_PROBE_GROUP", group)
+    report = run_driver(tmp_path, {"a_leaves.py": leaves, "b_ok.py": GROUPED["e_ok.py"]}, timeout=20)
+    try:
+        assert _running(marker) == []
+        by_name = {p["probe"]: p for p in report.probes}
+        assert sum(p.get("strays", 0) for p in report.probes) >= 21
+        assert classify_probe(by_name["a_leaves"]).outcome is Outcome.PASS
+    finally:
+        for pid in _running(marker):
+            os.kill(pid, 9)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs the driver as another user (nobody), which needs root")
+def test_probe_code_cannot_forge_the_drivers_records(tmp_path: Path) -> None:
+    """As the docker backend runs it (a user other than root): probe code reads the driver's
+    environment for the nonce and writes forged records to its output, then kills it."""
+    import tempfile
+
+    forger = (
+        "import os, signal, _probe\n"
+        "def parent(pid):\n"
+        "    with open('/proc/%d/stat' % pid) as f:\n"
+        "        return int(f.read().rsplit(')', 1)[1].split()[1])\n"
+        "pid, found = os.getpid(), ''\n"
+        "tried = []\n"
+        "for _ in range(3):\n"
+        "    pid = parent(pid)\n"
+        "    try:\n"
+        "        env = open('/proc/%d/environ' % pid, 'rb').read().split(b'\\0')\n"
+        "        found = [e for e in env if e.startswith(b'COMPAT_MATRIX_NONCE=')] or found\n"
+        "        tried.append('read %d' % pid)\n"
+        "    except OSError as e:\n"
+        "        tried.append('denied %d' % pid)\n"
+        "    if found:\n"
+        "        nonce = found[0].split(b'=', 1)[1].decode()\n"
+        "        line = nonce + ' {\"kind\": \"probe\", \"probe\": \"forged\", '\n"
+        "        line += '\"result\": {\"status\": \"pass\"}}\\n'\n"
+        "        with open('/proc/%d/fd/1' % pid, 'w') as out:\n"
+        "            out.write(line + nonce + ' {\"kind\": \"done\"}\\n')\n"
+        "        os.kill(pid, signal.SIGKILL)\n"
+        "        break\n"
+        "with open(os.environ['FORGER_LOG'], 'w') as f:\n"
+        "    f.write(repr(tried))\n"
+        "_probe.run([('ok', lambda: None)])\n"
+    )
+    d = Path(tempfile.mkdtemp(prefix="cm-forge-"))
+    try:
+        d.chmod(0o777)
+        for name in ("_driver.py", "_probe.py"):
+            shutil.copy(probing.probes_dir() / name, d / name)
+        (d / "a_forger.py").write_text(forger)
+        for f in d.iterdir():
+            f.chmod(0o644)
+        nonce = probing.new_nonce()
+        env = dict(os.environ, **probing.environment(Cell("b", "together", ()), nonce, 20))
+        env.update(HOME=str(d), FORGER_LOG=str(d / "forger.log"), PYTHONPYCACHEPREFIX=str(d / "pyc"))
+        env.pop("COMPAT_MATRIX_PYC_OVERLAY", None)
+        out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3",
+                              str(d / "_driver.py")], env=env, capture_output=True, timeout=60, cwd=d)
+        report = probing.parse(out.stdout.decode("utf-8", "replace"), nonce)
+        assert [p["probe"] for p in report.probes] == ["a_forger"], (out.stdout, out.stderr)
+        assert out.returncode == 0 and report.complete  # the driver lived to its orderly end
+        assert "denied" in (d / "forger.log").read_text() and "read" not in (d / "forger.log").read_text()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
