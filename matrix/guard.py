@@ -40,6 +40,7 @@ MODULES = {
 }
 DEFAULT_CHECKS = ["import numpy", "import scipy.stats"]
 TIMEOUT_S = 300
+MATCH_CHARS = 8192  # of a check's output a regex signature is searched in
 RULE = "=" * 60
 _MISSING = re.compile(r"ModuleNotFoundError: No module named '([A-Za-z0-9_.]+)'")
 _FRAME = re.compile(r'^[ \t]*File "([^"\n]+)", line \d+', re.MULTILINE)
@@ -59,11 +60,20 @@ def collapse(text):
     return " ".join(text.split())
 
 
+def bounded(flat):
+    """As the registry searches a regex (matrix/registry.py bounded_text): the whole text up to
+    MATCH_CHARS, else its first and last halves of that."""
+    if len(flat) <= MATCH_CHARS:
+        return flat
+    half = MATCH_CHARS // 2
+    return flat[:half] + " ... " + flat[-half:]
+
+
 def matches(issue, text):
     error = issue["error"]
     flat = collapse(text)
-    if "regex" in error:
-        return re.search(error["regex"], flat) is not None
+    if "regex" in error:  # the registry refused regexes that backtrack catastrophically
+        return re.search(error["regex"], bounded(flat)) is not None
     return collapse(error["substring"]) in flat
 
 

@@ -19,7 +19,12 @@ Signature rules (`error`):
   would match every ValueError in the matrix).
 - `{regex: "..."}` is a Python regular expression, searched (not anchored) in the same collapsed
   text; use (?i) for case-insensitive. It must compile and must not match the empty string (it
-  would match every failure).
+  would match every failure). No registry can hang a run: a regex that can backtrack
+  catastrophically is refused at load (a quantifier inside a repeated group, `(a+)+`; repeated
+  alternatives that can match the same text, `(a|aa)+`; two adjacent open-ended repeats over
+  the same characters, `\\s*\\s*`), a regex is searched in at most MATCH_CHARS characters of the
+  text (the first and the last half of that when it is longer), and, in the main thread, for at
+  most MATCH_SECONDS: past that, the entry does not match that text, and stderr says so.
 
 `requires`, when absent, is read from `solution` if that is a pip / uv pip install command line
 (`pip uninstall -y numpy scipy && pip install numpy==1.24.3 scipy==1.10.1` gives numpy 1.24.3 and
@@ -34,6 +39,9 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import signal
+import sys
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,11 +83,200 @@ class Signature:
     def matches_collapsed(self, flat: str) -> bool:
         """matches() for text already collapsed (one collapse for every entry of a registry)."""
         if self.regex:
-            return re.search(self.pattern, flat) is not None
+            return _bounded_search(self.pattern, flat)
         return collapse(self.pattern) in flat
 
     def as_yaml(self) -> str | dict[str, str]:
         return {"regex": self.pattern} if self.regex else self.pattern
+
+
+MATCH_CHARS = 8192  # of the (collapsed) failure text a regex is searched in
+MATCH_SECONDS = 1.0  # for one search, in the main thread
+_overrun_said: set[str] = set()
+
+
+class _Overrun(Exception):
+    pass
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise _Overrun
+
+
+def bounded_text(flat: str) -> str:
+    """The part of a failure text a regex is searched in: all of it up to MATCH_CHARS, else its
+    first and last MATCH_CHARS / 2 (the exception is at one end of a traceback)."""
+    if len(flat) <= MATCH_CHARS:
+        return flat
+    half = MATCH_CHARS // 2
+    return flat[:half] + " ... " + flat[-half:]
+
+
+def _bounded_search(pattern: str, flat: str) -> bool:
+    """re.search on bounded_text, stopped after MATCH_SECONDS where a timer can stop it (the main
+    thread: the regex engine checks for signals as it goes). A search stopped is no match."""
+    compiled = re.compile(pattern)
+    text = bounded_text(flat)
+    if (threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer")
+            or signal.getitimer(signal.ITIMER_REAL)[0]):  # someone else's timer runs: leave it be
+        return compiled.search(text) is not None
+    previous = signal.signal(signal.SIGALRM, _stop)
+    try:
+        try:
+            signal.setitimer(signal.ITIMER_REAL, MATCH_SECONDS)
+            found = compiled.search(text) is not None
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except _Overrun:
+        if pattern not in _overrun_said:
+            _overrun_said.add(pattern)
+            print(f"compat-matrix: the registry regex {pattern!r} took over {MATCH_SECONDS:g} s on a failure "
+                  f"text of {len(text)} characters and was stopped: it does not match there (simplify it)",
+                  file=sys.stderr)
+        return False
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+    return found
+
+
+_SAMPLE = "".join(chr(i) for i in range(256)) + "\u00e9\u0394\u4e2d\u2028\u3000"
+_ALL = frozenset(_SAMPLE)
+_REPEATS = ("MAX_REPEAT", "MIN_REPEAT")  # POSSESSIVE_REPEAT never backtracks into what it took
+
+
+def backtracking_risk(pattern: str) -> str | None:
+    """Why a search with the pattern can take exponential (or steep polynomial) time, or None.
+
+    What makes Python's backtracking engine blow up is a text that can be split among the
+    pattern's repeats in many ways: a quantifier inside a repeated group, repeated alternatives
+    that can start the same way (or be empty), two adjacent open-ended repeats over shared
+    characters. Each is refused here, on the parsed pattern."""
+    try:
+        from re import _compiler as sre_compile  # type: ignore[attr-defined]
+        from re import _parser as sre_parse  # type: ignore[attr-defined]
+    except ImportError:  # Python 3.10
+        import sre_compile  # type: ignore[no-redef]
+        import sre_parse  # type: ignore[no-redef]
+
+    tree = sre_parse.parse(pattern)
+
+    def chars(item: Any) -> frozenset[str]:
+        """The characters (of a sample) one single-character item matches."""
+        try:
+            one = sre_compile.compile(sre_parse.SubPattern(tree.state, [item]))
+        except Exception:  # noqa: BLE001 - any doubt: every character
+            return _ALL
+        return frozenset(ch for ch in _SAMPLE if one.fullmatch(ch))
+
+    def first(seq: Any) -> tuple[frozenset[str], bool]:
+        """(the characters a match of the sequence can start with, whether it can match empty)."""
+        out: frozenset[str] = frozenset()
+        for op, av in seq:
+            f, empty = first_of(op, av)
+            out |= f
+            if not empty:
+                return out, False
+        return out, True
+
+    def first_of(op: Any, av: Any) -> tuple[frozenset[str], bool]:
+        n = str(op)
+        if n in (*_REPEATS, "POSSESSIVE_REPEAT"):
+            f, empty = first(av[2])
+            return f, empty or av[0] == 0
+        if n == "SUBPATTERN":
+            return first(av[3])
+        if n == "ATOMIC_GROUP":
+            return first(av)
+        if n == "BRANCH":
+            out: frozenset[str] = frozenset()
+            any_empty = False
+            for alt in av[1]:
+                f, empty = first(alt)
+                out, any_empty = out | f, any_empty or empty
+            return out, any_empty
+        if n in ("AT", "ASSERT", "ASSERT_NOT"):
+            return frozenset(), True
+        if n in ("LITERAL", "NOT_LITERAL", "ANY", "IN"):
+            return chars((op, av)), False
+        return _ALL, True  # a back-reference, a conditional: anything
+
+    def inside(seq: Any) -> list[tuple[Any, Any]]:
+        """Every item of the sequence, nested ones included, as (opcode, argument)."""
+        out = []
+        for op, av in seq:
+            n = str(op)
+            out.append((op, av))
+            if n in (*_REPEATS, "POSSESSIVE_REPEAT"):
+                out += inside(av[2])
+            elif n == "SUBPATTERN":
+                out += inside(av[3])
+            elif n == "ATOMIC_GROUP":
+                out += inside(av)
+            elif n in ("ASSERT", "ASSERT_NOT"):
+                out += inside(av[1])
+            elif n == "BRANCH":
+                for alt in av[1]:
+                    out += inside(alt)
+            elif n == "GROUPREF_EXISTS":
+                out += inside(av[1]) + (inside(av[2]) if av[2] else [])
+        return out
+
+    def all_chars(seq: Any) -> frozenset[str]:
+        out: frozenset[str] = frozenset()
+        for op, av in inside(seq):
+            if str(op) in ("LITERAL", "NOT_LITERAL", "ANY", "IN"):
+                out |= chars((op, av))
+        return out
+
+    def ambiguous(branch: Any) -> bool:
+        seen: frozenset[str] = frozenset()
+        for alt in branch[1]:
+            f, empty = first(alt)
+            if empty or f & seen:
+                return True
+            seen |= f
+        return False
+
+    def check(seq: Any) -> str | None:
+        before: frozenset[str] | None = None  # what an open-ended repeat just before can take
+        for op, av in seq:
+            n = str(op)
+            after: frozenset[str] | None = None
+            if n in _REPEATS:
+                low, high, body = av
+                if high > 1:
+                    for mop, bav in inside(body):
+                        m = str(mop)
+                        if m in _REPEATS and bav[0] != bav[1]:
+                            return ("a quantifier inside a repeated group, like (a+)+ or (a*)*, "
+                                    "which backtracks exponentially")
+                        if m == "BRANCH" and ambiguous(bav):
+                            return ("repeated alternatives that can match the same text (or nothing), "
+                                    "like (a|aa)+ or (a|a?)+, which backtrack exponentially")
+                if high != low:
+                    took = all_chars(body)
+                    if before is not None and before & took:
+                        return ("two open-ended repeats side by side over the same characters, like \\s*\\s* "
+                                "or .*.*, which backtrack polynomially")
+                    after = took if high > 1000 else None
+            if n in (*_REPEATS, "POSSESSIVE_REPEAT"):
+                why = check(av[2])
+            elif n == "SUBPATTERN":
+                why = check(av[3])
+            elif n == "ATOMIC_GROUP":
+                why = check(av)
+            elif n in ("ASSERT", "ASSERT_NOT"):
+                why = check(av[1])
+            elif n == "BRANCH":
+                why = next((w for alt in av[1] if (w := check(alt))), None)
+            else:
+                why = None
+            if why:
+                return why
+            before = after
+        return None
+
+    return check(tree.data)
 
 
 @dataclass(frozen=True)
@@ -249,6 +446,11 @@ class _Validator:
             if compiled.search("") is not None:
                 raise self.fail(f"{key}.regex", f"{pattern!r} matches the empty string, so every failure",
                                 "make it require some text, e.g. dtype size changed")
+            risk = backtracking_risk(pattern)
+            if risk:
+                raise self.fail(f"{key}.regex", f"{pattern!r} holds {risk}: a long failure text could take it "
+                                "hours to search", "repeat single characters or fixed text only, e.g. "
+                                "(?:ab)+ or [a-z]+ instead of (a+)+; or use a plain substring: error: \"text\"")
             return Signature(pattern, regex=True)
         if not isinstance(value, str):
             raise self.fail(key, f"expected a string or {{regex: ...}}, got {_kind(value)}",

@@ -193,3 +193,17 @@ def test_a_missing_dependency_can_be_a_known_issue(tmp_path: Path) -> None:
                      python=python)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "KNOWN ISSUE: numpy_scipy_incompatibility" in done.stderr
+
+
+def test_the_guard_searches_a_regex_in_what_the_registry_does() -> None:
+    from matrix import guard
+
+    assert guard.MATCH_CHARS == registry.MATCH_CHARS
+    for text in ("short", "x" * 10_000, "a b " * 50_000):
+        assert guard.bounded(text) == registry.bounded_text(text)
+
+
+def test_a_regex_signature_at_the_end_of_a_long_output_is_found(tmp_path: Path) -> None:
+    probe = f"import sys; print('noise ' * 20000); raise ValueError({DTYPE.split(': ', 1)[1]!r})"
+    done = run_guard(tmp_path, registry_with(probe, error='{regex: "dtype size changed.*Expected \\\\d+"}'))
+    assert done.returncode == 1 and "KNOWN ISSUE: numpy_scipy_incompatibility" in done.stderr

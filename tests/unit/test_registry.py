@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -214,3 +218,80 @@ def test_the_dtype_suggestion_is_a_readable_substring() -> None:
     snippet = registry.suggest_entry(group)
     assert 'error: "ValueError: numpy.dtype size changed, may indicate binary incompatibility. Expected"' in snippet \
         or "error: 'ValueError: numpy.dtype size changed, may indicate binary incompatibility. Expected'" in snippet
+
+
+def regex_entry(pattern: str) -> str:
+    return ENTRY.replace('"numpy.dtype size changed"', "{regex: " + json.dumps(pattern) + "}")
+
+
+@pytest.mark.parametrize("pattern", ["(a+)+$", "(a*)*b", "(x+x+)+y", "(a|aa)+$", "(a|b|ab)*c", "(?:a?){25}a{25}",
+                                     r"x(\s?)+$", r"x\s*\s*$", ".*.*=.*", r"(.*a){12}", r"^(\w+\s?)+!$"])
+def test_a_regex_that_can_backtrack_catastrophically_is_refused_at_load(tmp_path: Path, pattern: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_text(tmp_path, regex_entry(pattern))
+    assert err.value.key == "[0].error.regex" and err.value.exit_code == EXIT_CONFIG
+    assert "backtrack" in err.value.problem and repr(pattern) in err.value.problem
+
+
+@pytest.mark.parametrize("pattern", [r"dtype size changed.*Expected \d+ from C header", "(?:ab|cd)+x", "[ab]+c",
+                                     r"(\w|\d)+!", r"\d+\.\d+", r"\d+[a-z]+", "(?:numpy|scipy) [0-9]+", "a++b",
+                                     r"x(?:a+)?y", r"(?i)undefined symbol: \S+"])
+def test_ordinary_regexes_load(tmp_path: Path, pattern: str) -> None:
+    assert load_text(tmp_path, regex_entry(pattern)).issues[0].signature == registry.Signature(pattern, regex=True)
+
+
+def test_suggested_regexes_pass_the_load_time_check() -> None:
+    wild = [r"\S+", r"[0-9A-Fa-fx]+", r"v?[0-9][0-9A-Za-z.]*", r"[0-9]+"]
+    for a in wild:
+        for b in wild:
+            assert registry.backtracking_risk(f"Error: {a} from {b}, got {a}") is None
+
+
+# A regex the load-time check lets through, but polynomial (n^4) on a text of many x's.
+SLOW = ".*x.*x.*x.*y"
+
+SEARCH = """
+import sys, time
+from matrix import registry
+from matrix.classify import Outcome
+from matrix.store import Record
+reg = registry.Registry(None, (registry.Issue("slow", registry.Signature(sys.argv[1], regex=True), "c", "s"),))
+records = [Record(cell=f"c{i}", base="b", mode="together", pins={}, outcome=Outcome.IMPORT_ERROR,
+                  error=sys.argv[3] * int(sys.argv[2]) + f"!{i}") for i in range(3)]
+start = time.monotonic()
+print(reg.matches(records), round(time.monotonic() - start, 1))
+"""
+
+
+def test_no_regex_can_hang_the_matching_of_a_run(tmp_path: Path) -> None:
+    assert registry.backtracking_risk(SLOW) is None and registry.backtracking_risk("(a+)+$") is not None
+    for pattern, char in ((SLOW, "x"), ("(a+)+$", "a")):
+        # In a process of its own, bounded by the test: three cells with a 100 000-character error.
+        done = subprocess.run([sys.executable, "-c", SEARCH, pattern, "100000", char], capture_output=True,
+                              text=True, timeout=60, check=True, env=os.environ.copy())
+        found, seconds = done.stdout.split()
+        assert found == "{}" and float(seconds) < 10, done.stdout
+        # Said once per regex, with what to do.
+        assert done.stderr.count(f"the registry regex {pattern!r} took over 1 s") == 1, done.stderr
+        assert "does not match there (simplify it)" in done.stderr
+
+
+def test_a_regex_is_searched_in_both_ends_of_a_long_text() -> None:
+    sig = registry.Signature(r"ValueError: numpy\.dtype size \w+", regex=True)
+    traceback = ("Traceback (most recent call last): " + "File x, line 1 " * 5000
+                 + "ValueError: numpy.dtype size changed")
+    assert len(traceback) > registry.MATCH_CHARS and sig.matches(traceback)
+    assert registry.Signature(r"^Traceback \(most", regex=True).matches(traceback)
+    assert not registry.Signature(r"line 1 File x, line 1 File y", regex=True).matches(traceback)
+    assert len(registry.bounded_text("a" * 10**6)) == registry.MATCH_CHARS + len(" ... ")
+
+
+def test_regexes_matched_off_the_main_thread_are_bounded_by_length(tmp_path: Path) -> None:
+    import threading
+
+    reg = load_text(tmp_path, regex_entry(r"(?:ab|cd)+x"))
+    out: list[object] = []
+    worker = threading.Thread(target=lambda: out.append(reg.match("ab" * 10**6 + "x" + "cd" * 10**6)))
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive() and out == [None]  # the x is past what is searched
