@@ -122,9 +122,26 @@ def file_held(path: Path) -> bool | None:
 
 
 def hold_results(results_dir: Path) -> _Held:
-    """One run writes a results directory at a time."""
+    """One run writes a results directory at a time. The directory is made if missing; a path that
+    cannot be one (a file, a file among its parents, a place nobody may write) or a lock that is
+    not a plain file (a directory, a link) is a ConfigError naming the path."""
     path = results_dir / ".lock"
-    fd = _try_lock(path)
+    fix = "pass a directory with --results (it is made if missing)"
+    if results_dir.exists() and not results_dir.is_dir():
+        raise ConfigError(str(results_dir), "--results", "is a file, not a directory", fix)
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        what = "a symbolic link" if path.is_symlink() else "a directory" if path.is_dir() else "not a plain file"
+        raise ConfigError(str(path), "--results", f"is {what}, where compat-matrix keeps the directory's lock file",
+                          "move it out of the way, or pass another --results directory")
+    try:
+        fd = _try_lock(path)
+    except (FileExistsError, NotADirectoryError):  # a parent is a file
+        raise ConfigError(str(results_dir), "--results", "cannot be a directory: a part of the path is a file",
+                          fix) from None
+    except OSError as e:
+        raise ConfigError(str(results_dir), "--results", f"cannot make the directory or its lock file there "
+                          f"({e.strerror or e})", "check the path and its permissions, or pass another "
+                          "--results directory") from None
     if fd is None:
         raise ConfigError(str(results_dir), "--results", "another compat-matrix run is writing this directory",
                           "wait for it to finish, or pass another --results directory")

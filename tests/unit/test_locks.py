@@ -78,3 +78,31 @@ def test_a_lock_beside_the_objects_is_released_and_a_dead_ones_file_taken_over(t
     held.release()
     assert locks.file_held(path) is None
     assert [p.name for p in tmp_path.iterdir()] == []  # nothing aside is left
+
+
+def test_results_that_cannot_be_a_directory_is_a_config_error_naming_the_path(tmp_path: Path) -> None:
+    a_file = tmp_path / "results.csv"
+    a_file.write_text("not a directory")
+    for where, says in ((a_file, "is a file, not a directory"),
+                        (a_file / "sub", "a part of the path is a file"),
+                        (Path("/sys/compat-matrix-results"), "cannot make the directory or its lock file there")):
+        with pytest.raises(ConfigError) as info:
+            locks.hold_results(where)
+        assert info.value.file == str(where) and info.value.key == "--results" and says in info.value.problem
+        assert info.value.exit_code == 2
+    assert a_file.read_text() == "not a directory"
+
+
+def test_a_lock_that_is_not_a_plain_file_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    cases = {"a directory": lambda p: (p / ".lock").mkdir(),
+             "a symbolic link": lambda p: (p / ".lock").symlink_to(tmp_path / "elsewhere"),
+             "not a plain file": lambda p: os.mkfifo(p / ".lock")}
+    for what, make in cases.items():
+        results = tmp_path / what.replace(" ", "-")
+        results.mkdir()
+        make(results)
+        with pytest.raises(ConfigError) as info:
+            locks.hold_results(results)
+        assert info.value.file == str(results / ".lock") and f"is {what}, where" in info.value.problem
+    assert not (tmp_path / "elsewhere").exists()  # the link was not followed
+
