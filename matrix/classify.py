@@ -74,11 +74,13 @@ TROUBLE = re.compile(
 
 
 # The host's file systems failing under the installer (its cache, the venv, a temp dir): uv says
-# "<strerror> (os error N)", pip and Python "[Errno N] <strerror>". Never the pins' doing.
+# "<strerror> (os error N)", pip and Python "[Errno N] <strerror>", the engine (Go) the strerror in
+# lower case. Never the pins' doing.
 _OS_FAULT = re.compile(
     r"Disk quota exceeded|Read-only file system|Input/output error|Permission denied|"
     r"Operation not permitted|Too many open files|Stale file handle|Cannot allocate memory|"
     r"\(os error \d+\)|\[Errno \d+\]",
+    re.IGNORECASE,
 )
 # A build that failed in the package's own code (only where building is allowed at all).
 _BUILD = re.compile(

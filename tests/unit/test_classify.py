@@ -94,6 +94,12 @@ def test_quota_and_io_errors_are_infra(strerror: str) -> None:
     assert v.outcome is Outcome.INFRA_ERROR and strerror in v.error
 
 
+def test_the_engines_words_for_the_same_faults_are_infra() -> None:
+    # Go's strerror, as a docker build step reports it.
+    log = "failed to copy files: write /var/lib/docker/tmp/x: input/output error"
+    assert classify_install(log, only_binary=False).outcome is Outcome.INFRA_ERROR
+
+
 def test_an_installer_that_says_nothing_is_infra() -> None:
     v = classify_install("", returncode=2)
     assert v.outcome is Outcome.INFRA_ERROR and v.error == "the installer failed with no output (exit code 2)"
