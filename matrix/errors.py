@@ -20,12 +20,13 @@ EXIT_INTERRUPTED = 130  # Ctrl-C; SIGTERM ends with 143
 ENGINE_GONE = "the Docker Engine stopped answering"
 
 # A URL's credentials: scheme://user:password@. What a hand-typed password may hold is hidden too:
-# after "user:", anything but whitespace up to the word's last '@' ('/', '$', quotes, a raw '@');
-# otherwise anything up to the last '@' before the host's first '/' or the line's end (spaces).
-# A wrongly typed URL loses more than its credentials rather than showing part of them. A scheme
-# starts a word, and no scan goes past the next URL's '://': linear in the text.
+# anything up to the last '@' before the host's first '/' or the line's end (spaces, '$', quotes,
+# a raw '@'); failing that, after "user:", anything but whitespace up to the word's last '@' (a
+# '/'). A mistyped URL, or one without a path followed on its line by an '@', loses more than its
+# credentials rather than showing part of them. A scheme starts a word, and no scan goes past the
+# next URL's '://': linear in the text.
 URL_CREDENTIALS = re.compile(r"(?<![A-Za-z0-9+.-])(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)"
-                             r"(?:[^/\s:@]*:(?:(?!://)\S)*@|[^/\r\n]*@)")
+                             r"(?:[^/\r\n]*@|[^/\s:@]*:(?:(?!://)\S)*@)")
 
 
 def redact(text: str) -> str:

@@ -50,7 +50,9 @@ def test_redaction_keeps_what_is_not_a_credential() -> None:
         assert redact(text) == text and not has_credentials(text)
     assert redact("--index-url https://alice:s3cret@pypi.corp/simple --extra-index-url http://tok@x/y") == (
         "--index-url https://***@pypi.corp/simple --extra-index-url http://***@x/y")
-    assert redact("https://alice:pw@host numpy foo@bar") == "https://***@host numpy foo@bar"
+    # A URL with no path followed on its line by an '@': more is hidden, never less.
+    assert redact("https://alice:pw@host numpy foo@bar") == "https://***@bar"
+    assert redact("https://alice:pw@host/simple numpy foo@bar") == "https://***@host/simple numpy foo@bar"
 
 
 @settings(max_examples=300, deadline=None)
