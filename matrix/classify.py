@@ -203,4 +203,9 @@ def classify_probes(records: list[dict[str, Any]]) -> Verdict:
     if not records:
         return Verdict(Outcome.INFRA_ERROR, "the probe driver reported no probe")
     verdicts = [classify_probe(r) for r in records]
-    return min(verdicts, key=lambda v: _SEVERITY.index(v.outcome))
+    worst = min(verdicts, key=lambda v: _SEVERITY.index(v.outcome))
+    strays = sum(r.get("strays") or 0 for r in records if isinstance(r.get("strays"), int))
+    if strays and worst.outcome in (Outcome.PASS, Outcome.WARN):
+        note = f"killed {strays} stray process(es) the probes left behind"
+        worst = Verdict(worst.outcome, f"{worst.error}; {note}" if worst.error else note)
+    return worst

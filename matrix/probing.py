@@ -130,6 +130,10 @@ def judge(ran: RunResult, report: DriverReport, memory: str) -> Verdict:
         return Verdict(Outcome.BUILD_ERROR, f"the environment cannot run Python: {last[-1].strip()}")
     if not report.complete:
         return Verdict(Outcome.CRASH, f"the probe driver died (exit code {ran.exit_code})")
+    if ran.exit_code != 0:
+        # Its records are not the driver's own unless it ended in order: a driver killed after the
+        # last of them (by probe code, which could have written them) is what it is, a crash.
+        return Verdict(Outcome.CRASH, f"the probe driver did not end in order (exit code {ran.exit_code})")
     return verdict or Verdict(Outcome.INFRA_ERROR, "the probe driver reported no probe")
 
 

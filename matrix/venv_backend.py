@@ -245,6 +245,8 @@ class VenvBackend:
         finally:
             with self._lock:
                 self._running.discard(proc)
+        with contextlib.suppress(OSError):  # what it left in its process group goes with it, pass or fail
+            os.killpg(proc.pid, signal.SIGKILL)
         if self._cancelled:
             raise Cancelled("the run was interrupted")
         return probing.RunResult(None if timed_out else proc.returncode, out.decode("utf-8", "replace"),

@@ -213,3 +213,24 @@ def test_an_interpreter_that_says_why_it_cannot_run_is_build_error() -> None:
     v = judge(ran, parse(ran.stdout, "nonce"), "4g")
     assert v.outcome is Outcome.BUILD_ERROR
     assert v.error.startswith("the environment cannot run Python: ") and "not found" in v.error
+
+
+def test_a_driver_killed_after_its_last_record_is_a_crash_not_a_pass() -> None:
+    # What forged records look like to the host: a complete report, then the driver dies by a signal.
+    lines = ('n {"kind": "env", "python": "3.11.7", "installed": {}}\n'
+             'n {"kind": "probe", "probe": "imports", "result": {"status": "pass"}}\n'
+             'n {"kind": "done"}\n')
+    forged = _ran([sys.executable, "-c",
+                   f"import os, signal, sys; sys.stdout.write({lines!r}); sys.stdout.flush(); "
+                   "os.kill(os.getpid(), signal.SIGKILL)"])
+    v = judge(forged, parse(forged.stdout, "n"), "4g")
+    assert v == Verdict(Outcome.CRASH, "the probe driver did not end in order (exit code -9)")
+    orderly = _ran([sys.executable, "-c", f"import sys; sys.stdout.write({lines!r})"])
+    assert judge(orderly, parse(orderly.stdout, "n"), "4g") == Verdict(Outcome.PASS)
+
+
+def test_stray_processes_the_probes_left_are_said_in_a_passing_record() -> None:
+    v = classify_probes([probe(strays=3), probe(probe="numeric", strays=200)])
+    assert v == Verdict(Outcome.PASS, "killed 203 stray process(es) the probes left behind")
+    failing = classify_probes([probe(strays=3), probe(probe="x", result={"status": "fail", "error": "boom"})])
+    assert failing.error == "x: boom"  # a failure's error stays its signature, as the registry matches it
