@@ -157,3 +157,15 @@ def test_an_unchanged_table_stands_only_while_its_registry_is_older(tmp_path: Pa
     assert not pipeline._table_current(results, known, "d1", True)
     (results / "matrix.html").unlink()
     assert not pipeline._table_current(results, None, "d1", True)
+
+
+def test_a_reader_that_goes_away_ends_no_command_with_a_traceback(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    versions = ", ".join(f'"1.{i}.0"' for i in range(400))
+    (tmp_path / "m.yaml").write_text(f"bases: {{b: {{python: '3.11'}}}}\npackages: {{numpy: [{versions}]}}\n")
+    done = subprocess.run(f"{sys.executable} -m matrix list --config {tmp_path / 'm.yaml'} | head -1",
+                          shell=True, capture_output=True, text=True, timeout=60)
+    assert done.stdout == "b-numpy1.0.0-together\n"
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
