@@ -14,6 +14,7 @@ Receives an engine object (engine.DockerEngine, or a fake in unit tests) and nev
 from __future__ import annotations
 
 import hashlib
+import re
 import shlex
 import socket
 import tempfile
@@ -26,10 +27,20 @@ from typing import Protocol
 
 from uv import find_uv_bin
 
-from matrix import dockerfile, install, locks, probing
+from matrix import dockerfile, install, probing
 from matrix.cells import Cell
 from matrix.classify import Outcome, Verdict, classify_install
-from matrix.engine import CELL_LABEL, HOST_LABEL, RUN_LABEL, BuildResult, EngineFault
+from matrix.engine import (
+    CELL_LABEL,
+    HOST_LABEL,
+    PROBE,
+    ROLE_LABEL,
+    RUN_LABEL,
+    WORKBENCH,
+    BuildResult,
+    ContainerState,
+    EngineFault,
+)
 from matrix.errors import ENGINE_GONE, Cancelled
 from matrix.install import redact
 from matrix.probing import RunResult
@@ -43,10 +54,19 @@ CACHE_VOLUME = "compat-matrix-cache"
 CACHE_LABELS = {RUN_LABEL: CACHE_RUN}
 # Where a credentialed run's uv configuration lives in the workbench (never in an image).
 UV_TOML = "/opt/compat-matrix/uv.toml"
-# The workbench idles in a shell (its Python is checked by the set-up exec, with a message).
-_IDLE = ["sh", "-c", "while sleep 3600; do :; done"]
+# The workbench idles in a shell reading its stdin, which the run's process holds (engine.start):
+# it ends when the run does, however the run ends. Its Python is checked by the set-up exec.
+_IDLE = ["sh", "-c", "while read -r _; do :; done"]
 # The workbench's set-up script exits with this when the base's Python does not run.
 _NO_PYTHON = 3
+# In a run's directory of venvs on the cache volume: the run was made with --keep, and no other
+# run removes its venvs (`compat-matrix clean` does, with the volume).
+KEEP_MARK = ".keep"
+# A dead run's venvs are removed once its directory has been left alone this long (minutes): a run
+# that started after the live runs were read is not among them, and its directory is new.
+_DEAD_AFTER_MIN = 2
+# The setup step of a prefix build that failed in the base's own command (the classic builder's words).
+_STEP_FAILED = re.compile(r"The command '(?P<command>.*)' returned a non-zero code: (?P<code>-?\d+)", re.DOTALL)
 
 
 class Engine(Protocol):
@@ -56,13 +76,13 @@ class Engine(Protocol):
     def build(self, context_dir: Path, tag: str) -> BuildResult: ...
     def ensure_volume(self, name: str, labels: dict[str, str]) -> None: ...
     def start(self, image: str, command: list[str], *, labels: dict[str, str], volumes: dict[str, str]) -> str: ...
-    def running(self, container: str) -> tuple[bool, str]: ...
+    def state(self, container: str) -> ContainerState: ...
     def put_files(self, container: str, files: dict[str, Path | bytes], mode: int = 0o644) -> None: ...
     def exec(self, container: str, command: list[str], environment: dict[str, str] | None = None) -> RunResult: ...
     def run(self, image: str, command: list[str], *, environment: dict[str, str], labels: dict[str, str],
             memory: str, timeout_s: float, volumes: dict[str, str] | None = None) -> RunResult: ...
     def remove_labelled(self, run_id: str, cell: str | None = None, *, settle_s: float = 0.0) -> int: ...
-    def runs_of_host(self, host: str) -> set[str]: ...
+    def live_runs(self) -> dict[str, bool]: ...
     def image_id(self, ref: str) -> str | None: ...
     def alive(self) -> bool: ...
     def connect(self) -> None: ...
@@ -120,24 +140,29 @@ class DockerBackend:
         self._base_errors: dict[str, str | None] = {}
         self._base_ids: dict[str, str] = {}
         self._bases: dict[str, _Base] = {}
-        self._dead_runs: list[str] = []
+        self._kept: list[str] = []  # with --keep: where each cell's venv is, and how to look inside
         self._through: dict[str, list[str]] = {}  # base → the cells that are through (their venvs' names)
         self._cancelled = False
 
     def start(self) -> list[str]:
-        """Remove what dead runs of this host left on the engine (killed with SIGKILL, say).
+        """Remove what dead runs left on the engine (killed with SIGKILL, say).
 
-        A run is dead when nobody holds its lock; a live concurrent run, here or on another host
-        sharing the engine, is never touched. Their venvs on the cache volume go when this run's
-        first workbench starts.
-        """
+        Whether a run is alive is read on the engine, where its objects are: a run's workbench
+        lives as long as its process (engine.start), so a run with none running is over, whatever
+        state directory, user or host it ran from; a live concurrent run is never touched. Dead
+        runs' venvs on the cache volume go when this run's first workbench starts (not those of a
+        --keep run)."""
         notes = []
-        for run_id in sorted(self.engine.runs_of_host(socket.gethostname()) - {self.run_id}):
-            if not locks.is_live(run_id):
-                self._dead_runs.append(run_id)
+        for run_id, alive in sorted(self.engine.live_runs().items()):
+            if run_id != self.run_id and not alive:
                 n = self.engine.remove_labelled(run_id)
                 notes.append(f"removed {n} object(s) left on the engine by dead run {run_id}")
         return notes
+
+    def kept(self) -> list[str]:
+        """With --keep: each kept venv, one line each (cell, where, how to look inside)."""
+        with self._lock:
+            return list(self._kept)
 
     def close(self, *, interrupted: bool) -> None:
         """Remove whatever the run left on the engine (all of it unless --keep)."""
@@ -220,17 +245,20 @@ class DockerBackend:
                     self._through.setdefault(cell.base, []).append(cell_key(cell))
             bench = self._bases.get(cell.base)
             if self.keep and bench is not None and bench.benches and not self._cancelled:
-                (log_dir / "venv-path").write_text(
-                    f"{venv} on volume {CACHE_VOLUME}; look inside with\n  docker run --rm -it -v "
-                    f"{CACHE_VOLUME}:{dockerfile.CACHE} {bench.image} {venv}/bin/python\n", encoding="utf-8")
+                look = f"docker run --rm -it -v {CACHE_VOLUME}:{dockerfile.CACHE} {bench.image} {venv}/bin/python"
+                (log_dir / "venv-path").write_text(f"{venv} on volume {CACHE_VOLUME}; look inside with\n  {look}\n",
+                                                   encoding="utf-8")
+                with self._lock:
+                    self._kept.append(f"{cell.id}: {venv} on volume {CACHE_VOLUME} ({look})")
         record.outcome, record.error = verdict.outcome, verdict.error
         record.duration_s = round(time.monotonic() - started, 2)
         return record
 
     def labels(self, cell: Cell | None = None) -> dict[str, str]:
-        out = {RUN_LABEL: self.run_id, HOST_LABEL: socket.gethostname()}
+        """A workbench's labels; with `cell`, that cell's probe container's."""
+        out = {RUN_LABEL: self.run_id, HOST_LABEL: socket.gethostname(), ROLE_LABEL: WORKBENCH}
         if cell is not None:
-            out[CELL_LABEL] = cell_key(cell)
+            out.update({CELL_LABEL: cell_key(cell), ROLE_LABEL: PROBE})
         return out
 
     def _connect(self) -> None:
@@ -279,7 +307,7 @@ class DockerBackend:
                     built = self.engine.build(Path(tmp), b.image)
                 (log_dir / "prefix-build.log").write_text(redact(built.log), encoding="utf-8")
                 if not built.ok:
-                    why = classify_install(redact(built.log))
+                    why = prefix_failure(built, base)
                     if why.outcome is Outcome.INFRA_ERROR:
                         return _Base.failing(why)  # the network, say: the next cell tries again
                     b.failed = Verdict(Outcome.BUILD_ERROR, f"the base's setup failed: {why.error}")
@@ -293,34 +321,45 @@ class DockerBackend:
         """Start a workbench of the base's prefix image; "" (and b.failed) when its Python does not run.
 
         One exec sets it up: whether the base's Python runs at all; for the base's first, the
-        venvs of dead runs go with them, and any run's left untouched for an hour (an interrupted
-        run's, whose workbench went first), and this run's cells get their directory; every one
-        gets the local find-links directories, and a credentialed run's uv configuration."""
-        bench = self.engine.start(b.image, _IDLE, labels=self.labels(), volumes={CACHE_VOLUME: dockerfile.CACHE})
+        venvs of dead runs go (never a live run's, of any state directory or host, nor a --keep
+        run's), and this run's cells get their directory; every one gets the local find-links
+        directories, and a credentialed run's uv configuration. A fault of the engine or the
+        workbench on the way is this cell's infra-error, never the base's verdict."""
+        try:
+            bench = self.engine.start(b.image, _IDLE, labels=self.labels(),
+                                      volumes={CACHE_VOLUME: dockerfile.CACHE})
+        except EngineFault as e:
+            if _NO_SHELL.search(str(e)):  # the base itself: it has no sh for the installs to run in
+                b.failed = Verdict(Outcome.BUILD_ERROR, f"the environment has no shell: {base.image}: {e}")
+                return ""
+            raise
         find_links = dockerfile.find_links_all(self.spec)
         links = [p for p in find_links if "://" not in p]
-        script = [f"{shlex.quote(base.image_python)} -c '' || exit {_NO_PYTHON}"]
+        python = shlex.quote(base.image_python)
+        # A Python killed by a signal (128 + N) is not the base's word on it: that status goes on.
+        script = [f"{python} -c ''; rc=$?; [ $rc -eq 0 ] || {{ [ $rc -gt 128 ] && exit $rc; exit {_NO_PYTHON}; }}"]
         if first:
-            venvs = shlex.quote(dockerfile.VENVS)
-            script += [
-                f"rm -rf {' '.join(shlex.quote(f'{dockerfile.VENVS}/{r}') for r in self._dead_runs)}",
-                f"find {venvs} -mindepth 1 -maxdepth 1 -type d -mmin +60 -exec rm -rf {{}} +",
-            ]
-        script.append(f"mkdir -p {shlex.join([f'{dockerfile.VENVS}/{self.run_id}', *links])}")
+            live = {run for run, alive in self.engine.live_runs().items() if alive} | {self.run_id}
+            script.append(reap_script(dockerfile.VENVS, live))
+        mine = f"{dockerfile.VENVS}/{self.run_id}"
+        script.append(f"mkdir -p {shlex.join([mine, *links])}")
+        if self.keep:
+            script.append(f"touch {shlex.quote(f'{mine}/{KEEP_MARK}')}")
         try:
             setup = self.engine.exec(bench, ["sh", "-c", "\n".join(script)])
-        except EngineFault:
-            alive, logs = self.engine.running(bench)
-            if alive:
+        except EngineFault as fault:
+            state = self.engine.state(bench)  # an engine that is gone raises here: the fault stands
+            if state.running:
                 raise
-            setup = RunResult(_NO_PYTHON, "", logs)
+            raise EngineFault(f"the workbench stopped while being set up ({state.describe()}): {fault}") from fault
         if setup.exit_code == _NO_PYTHON:
             last = [ln for ln in setup.stderr.splitlines() if ln.strip()]
             b.failed = Verdict(Outcome.BUILD_ERROR, f"the environment cannot run Python: {base.image_python} "
                                f"in {base.image}: {last[-1] if last else 'exited at once'}")
             return ""
         if setup.exit_code != 0:
-            raise EngineFault(f"preparing the workbench: {(setup.stdout + setup.stderr).strip()[-300:]}")
+            raise EngineFault(f"preparing the workbench (exit code {setup.exit_code}): "
+                              f"{(setup.stdout + setup.stderr).strip()[-300:] or 'no output'}")
         if install.has_credentials(self.spec):
             conf = install.uv_toml(self.spec, find_links).encode()
             self.engine.put_files(bench, {UV_TOML: conf}, mode=0o600)
@@ -365,11 +404,15 @@ class DockerBackend:
         for argv in [dockerfile.venv_command(base, venv), *steps]:
             self._check()
             log.append("$ " + shlex.join(argv) + "\n")
-            done = self.engine.exec(bench, argv, env)
+            done = self.engine.exec(bench, argv, env)  # an engine fault raises: never the installer's output
             self._check()
             log.append(done.stdout + done.stderr)
             if done.exit_code != 0:
-                return classify_install(redact(done.stdout + done.stderr))
+                state = self.engine.state(bench)
+                if not state.running:  # the step died with its workbench: nothing the installer said
+                    raise EngineFault(f"the workbench stopped during an install step ({state.describe()})")
+                return classify_install(redact(done.stdout + done.stderr), returncode=done.exit_code,
+                                        only_binary=self.spec.install.only_binary)
         return None
 
     def _run(self, cell: Cell, log_dir: Path, record: Record, venv: str) -> Verdict:
@@ -422,3 +465,35 @@ class DockerBackend:
         probed = self.shared.probe(cell, fingerprint, log_dir, probe)
         record.python, record.installed = probed.report.python, probed.report.installed
         return probed.verdict
+
+
+# The engine's words when a container's command cannot start for want of a shell in the image.
+_NO_SHELL = re.compile(r'exec: "sh": executable file not found|"sh": no such file or directory')
+
+
+def prefix_failure(built: BuildResult, base: Base) -> Verdict:
+    """Why a prefix image did not build. Only a setup step of the base's own (a RUN line the user
+    wrote) failing is the base's failure, and then its output is classified like an installer's
+    (killed by a signal, no output, the network: infra). Anything else (a COPY, the engine's own
+    error, a build that ended without the builder's "returned a non-zero code") is infra."""
+    m = _STEP_FAILED.search(built.error)
+    if m is None or not any(m["command"].endswith(step) for step in base.setup):
+        return Verdict(Outcome.INFRA_ERROR, f"the prefix image did not build: {redact(built.error) or 'no error'}")
+    # The failing step's own output: the lines after its "Step N/M : RUN ..." line, less the builder's.
+    lines = redact(built.log).splitlines()
+    start = max((i for i, ln in enumerate(lines) if ln.startswith("Step ")), default=-1) + 1
+    output = "\n".join(ln for ln in lines[start:] if not ln.startswith((" ---> ", "Removing intermediate container"))
+                       and not _STEP_FAILED.search(ln))
+    return classify_install(output, returncode=int(m["code"]), only_binary=False)
+
+
+def reap_script(venvs: str, live: set[str]) -> str:
+    """Shell lines that remove the venv directories of dead runs from the cache volume: a run
+    directory whose run is not `live`, that holds no KEEP_MARK, and that nobody has touched for
+    _DEAD_AFTER_MIN minutes (a run that began after `live` was read has a new directory)."""
+    spared = "|".join(shlex.quote(r) for r in sorted(live)) or "''"
+    return (f"cd {shlex.quote(venvs)} 2>/dev/null && for d in *; do "
+            f"case \"$d\" in {spared}) continue;; esac; "
+            f"[ -d \"$d\" ] && [ ! -e \"$d/{KEEP_MARK}\" ] || continue; "
+            f"[ -n \"$(find \"$d\" -maxdepth 0 -mmin +{_DEAD_AFTER_MIN})\" ] && rm -rf \"$d\"; "
+            "done; cd /")

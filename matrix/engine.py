@@ -29,8 +29,16 @@ from matrix.errors import EngineUnavailable
 from matrix.probing import RunResult
 
 RUN_LABEL = "org.compat-matrix.run"
-# The machine a run lives on: only there can its lock tell whether it is still alive.
+# The machine a run lives on (for a look; whether the run is alive is read on the engine: ROLE_LABEL).
 HOST_LABEL = "org.compat-matrix.host"
+# What a run's container is for. A run's workbench lives exactly as long as the run's process
+# (start(): its idle command reads stdin, which this process holds), so a run is alive while one
+# of its workbenches runs, whoever asks, from whatever state directory, host or user.
+ROLE_LABEL = "org.compat-matrix.role"
+WORKBENCH = "workbench"
+PROBE = "probe"
+# A workbench created but not yet started (a few milliseconds of a live run) counts as alive this long.
+_STARTING_S = 600.0
 # The classic builder colours a step's stderr; the classifier reads plain lines.
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 CELL_LABEL = "org.compat-matrix.cell"
@@ -45,6 +53,54 @@ class BuildResult:
     ok: bool
     log: str
     error: str = ""
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    """How a container is, as the engine says: running, or how it ended and what it printed."""
+
+    running: bool
+    exit_code: int | None = None
+    oom_killed: bool = False
+    error: str = ""  # the engine's own word on why it ended (a start that failed)
+    logs: str = ""
+
+    def describe(self) -> str:
+        if self.running:
+            return "running"
+        how = [f"exit code {self.exit_code}"]
+        if self.exit_code is not None and 128 < self.exit_code <= 192:
+            how.append(f"killed by {_signal_name(self.exit_code - 128)}")
+        if self.oom_killed:
+            how.append("out of memory")
+        if self.error:
+            how.append(self.error)
+        last = [ln.strip() for ln in self.logs.splitlines() if ln.strip()]
+        return ", ".join(how) + (f"; last output: {last[-1][:200]}" if last else "")
+
+
+def _signal_name(num: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return f"signal {num}"
+
+
+def killed_from_outside(exit_code: int | None, oom_killed: bool) -> bool:
+    """A probe container that ended by SIGKILL or SIGTERM without its memory limit: the driver
+    (PID 1, which runs package code only in subprocesses it reports on) never ends that way on
+    its own; the engine stopping, `docker kill`/`stop` or the host's OOM killer did it."""
+    return exit_code in (128 + 9, 128 + 15) and not oom_killed
+
+
+def outran(started: float, now: float, timeout_s: float) -> bool:
+    """Whether a wait that broke off at `now` had run its full `timeout_s`: only then is it the
+    probe's timeout. A wait that broke off earlier (a dropped connection, an engine that went
+    away) is the engine's fault, whatever the client library called it (on a unix socket the
+    SDK reports its read timeout as a ConnectionError)."""
+    return now - started >= timeout_s * 0.99
 
 
 # Bound on first use of the SDK (_load_sdk): the module, and what its calls fail with.
@@ -105,6 +161,7 @@ class DockerEngine:
         hint = "start dockerd, or set DOCKER_HOST to a reachable engine"
         self._client = client
         self._lock = threading.Lock()
+        self._held: dict[str, Any] = {}  # container → the stdin this process holds (start())
         self._socket: _Socket | None = None
         if client is None and self.host.startswith("unix://"):
             path = self.host[len("unix://"):]
@@ -146,6 +203,8 @@ class DockerEngine:
             return False
 
     def close(self) -> None:
+        for container in list(self._held):
+            self.release(container)
         if self._client is not None:
             self._client.close()
 
@@ -211,23 +270,56 @@ class DockerEngine:
 
     def start(self, image: str, command: list[str], *, labels: dict[str, str], volumes: dict[str, str]) -> str:
         """Start a long-lived container with host networking (the cells' installs run in it);
-        `volumes` maps volume name → mount point. Returns its id."""
+        `volumes` maps volume name → mount point. Returns its id.
+
+        Its stdin is this process's for as long as it lives (attached, and closed by the engine
+        when this process's connection goes: StdinOnce): a `command` that reads stdin to its end
+        ends with this process, however this process ends (SIGKILL too), so the container running
+        is the proof that its run is alive (live_runs)."""
+        api = self.client.api
         try:
-            container = self.client.containers.run(
-                image, command=command, labels=labels, network_mode="host", detach=True, user="0:0",
-                volumes={name: {"bind": path, "mode": "rw"} for name, path in volumes.items()},
+            created = api.create_container(
+                image, command=command, labels=labels, user="0:0", stdin_open=True, detach=False,
+                volumes=list(volumes.values()),
+                host_config=api.create_host_config(
+                    network_mode="host", binds={name: {"bind": path, "mode": "rw"} for name, path in volumes.items()}),
             )
-            return str(container.id)
         except _FAULTS as e:
+            raise EngineFault(f"creating a container from {image}: {_short(e)}") from e
+        cid = str(created["Id"])
+        try:
+            held = api.attach_socket(cid, params={"stdin": 1, "stream": 1})
+            with self._lock:
+                self._held[cid] = held
+            api.start(cid)
+            return cid
+        except _FAULTS as e:
+            self.release(cid)
+            try:
+                api.remove_container(cid, force=True)
+            except _FAULTS:
+                pass  # remove_labelled() catches it at the end of the run
             raise EngineFault(f"starting a container from {image}: {_short(e)}") from e
 
-    def running(self, container: str) -> tuple[bool, str]:
-        """Whether a container is up, and its output if not."""
+    def release(self, container: str) -> None:
+        """Let go of a container start() holds: its idle command reads the end of its stdin."""
+        with self._lock:
+            held = self._held.pop(container, None)
+        if held is not None:
+            raw = getattr(held, "_sock", None)
+            held.close()
+            if raw is not None:
+                raw.close()  # SocketIO.close() leaves the socket itself open
+
+    def state(self, container: str) -> ContainerState:
+        """Whether a container is up; if not, how it ended and what it printed."""
         try:
             c = self.client.containers.get(container)
+            st = c.attrs.get("State") or {}
             if c.status == "running":
-                return True, ""
-            return False, c.logs().decode("utf-8", "replace")
+                return ContainerState(True)
+            return ContainerState(False, st.get("ExitCode"), bool(st.get("OOMKilled")), str(st.get("Error") or ""),
+                                  c.logs().decode("utf-8", "replace"))
         except _FAULTS as e:
             raise EngineFault(f"inspecting container {container[:12]}: {_short(e)}") from e
 
@@ -259,7 +351,11 @@ class DockerEngine:
             code = api.exec_inspect(exec_id).get("ExitCode")
         except _FAULTS as e:
             raise EngineFault(f"running {command[0]} in {container[:12]}: {_short(e)}") from e
-        return RunResult(code, (out or b"").decode("utf-8", "replace"), (err or b"").decode("utf-8", "replace"))
+        stdout, stderr = (out or b"").decode("utf-8", "replace"), (err or b"").decode("utf-8", "replace")
+        fault = exec_fault(code, stdout + stderr)
+        if fault:
+            raise EngineFault(f"running {command[0]} in {container[:12]}: {fault}")
+        return RunResult(code, stdout, stderr)
 
     def remove_cache(self, run_id: str) -> int:
         """Remove the images and volumes labelled with `run_id` (the caches that outlive runs)."""
@@ -299,15 +395,28 @@ class DockerEngine:
             container.start()
             timed_out = False
             exit_code: int | None = None
+            started = time.monotonic()
             try:
-                exit_code = int(container.wait(timeout=timeout_s)["StatusCode"])
-            except (requests.ReadTimeout, requests.ConnectionError):
+                waited = container.wait(timeout=timeout_s)
+            except (requests.ReadTimeout, requests.ConnectionError) as e:
+                # Only the clock makes a timeout: a wait that broke off early is the engine's fault.
+                if not outran(started, time.monotonic(), timeout_s):
+                    raise EngineFault(f"waiting for the probe container of {image}: the engine dropped the "
+                                      f"connection after {time.monotonic() - started:.0f} s: {_short(e)}") from e
                 timed_out = True
                 container.kill()
+            else:
+                error = (waited.get("Error") or {}).get("Message")
+                if error or waited.get("StatusCode") is None:
+                    raise EngineFault(f"waiting for the probe container of {image}: {error or waited!r}")
+                exit_code = int(waited["StatusCode"])
             stdout = container.logs(stdout=True, stderr=False).decode("utf-8", "replace")
             stderr = container.logs(stdout=False, stderr=True).decode("utf-8", "replace")
             container.reload()
             oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
+            if not timed_out and killed_from_outside(exit_code, oom):
+                raise EngineFault(f"the probe container of {image} was stopped from outside (exit code {exit_code}, "
+                                  "not its memory limit): the engine stopping, `docker kill`, the host's OOM killer")
             return RunResult(exit_code, stdout, stderr, timed_out=timed_out, oom_killed=oom)
         except _FAULTS as e:
             raise EngineFault(f"running {image}: {_short(e)}") from e
@@ -329,6 +438,16 @@ class DockerEngine:
             return list(listing(all=True, filters=filters))
         except _FAULTS as e:
             raise EngineFault(f"listing {kind}: {_short(e)}") from e
+
+    def live_runs(self) -> dict[str, bool]:
+        """Every run that owns containers or images on this engine (the caches aside), and whether
+        it is alive: one of its workbenches runs (start() ties a workbench's life to its run's
+        process), or was created moments ago and is being started. Read here, where the objects
+        are, it holds for runs of any state directory, user or host sharing the engine. A running
+        container of a run that labels no role (made by an older version) counts as alive:
+        whether it is cannot be told, and a live run's objects must never go."""
+        return liveness(self._objects("containers", {"label": [RUN_LABEL]}),
+                        self._objects("images", {"label": [RUN_LABEL]}), time.time())
 
     def runs_of_host(self, host: str) -> set[str]:
         """The run ids that own containers or images made from this host."""
@@ -378,6 +497,41 @@ class DockerEngine:
             if e.status_code == 409:
                 return 0
             raise
+
+
+def liveness(containers: list[dict[str, Any]], images: list[dict[str, Any]], now: float) -> dict[str, bool]:
+    """live_runs() from the engine's listings (GET /containers/json, /images/json)."""
+    runs: dict[str, bool] = {}
+    for c in containers:
+        labels = c.get("Labels") or {}
+        run = labels.get(RUN_LABEL, "")
+        if not run or run == "cache":
+            continue
+        role = labels.get(ROLE_LABEL)
+        state = c.get("State", "")
+        alive = (state in ("running", "restarting", "paused") and role in (WORKBENCH, None)) or (
+            state == "created" and role == WORKBENCH and now - float(c.get("Created") or 0) < _STARTING_S)
+        runs[run] = runs.get(run, False) or alive
+    for image in images:
+        run = (image.get("Labels") or {}).get(RUN_LABEL, "")
+        if run and run != "cache":
+            runs.setdefault(run, False)
+    return runs
+
+
+# What the container runtime prints (as the exec's output, exit code 126/127) when it could not
+# start the command at all: no word from the command, the tool's world.
+_RUNTIME_FAILED = re.compile(r"^(?:OCI runtime exec failed|rpc error: code = )", re.MULTILINE)
+
+
+def exec_fault(exit_code: int | None, output: str) -> str | None:
+    """Why an exec's result is the engine's rather than its command's, if it is: no exit code
+    (the engine lost track of the process), or the runtime's own report of a failed start."""
+    if exit_code is None:
+        return "the engine did not say how the command ended (no exit code)"
+    if exit_code in (126, 127) and _RUNTIME_FAILED.search(output):
+        return output.strip().splitlines()[0][:300]
+    return None
 
 
 def _short(e: BaseException) -> str:

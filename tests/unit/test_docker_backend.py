@@ -1,45 +1,86 @@
 """The docker backend's decisions, with a fake engine standing in for faults a real one will not
-produce on demand (a daemon that dies mid-build). Real builds are in tests/integration."""
+produce on demand (a daemon that dies mid-build, an exec it loses track of). Real builds, a real
+engine stopped under a probe and real concurrent runs are in tests/integration."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import time
 from pathlib import Path
+
+import pytest
 
 from matrix import probing
 from matrix.cells import Cell
 from matrix.classify import Outcome
-from matrix.docker_backend import DockerBackend
-from matrix.engine import BuildResult, EngineFault
+from matrix.docker_backend import KEEP_MARK, DockerBackend, prefix_failure, reap_script
+from matrix.engine import (
+    PROBE,
+    ROLE_LABEL,
+    RUN_LABEL,
+    WORKBENCH,
+    BuildResult,
+    ContainerState,
+    EngineFault,
+    exec_fault,
+    killed_from_outside,
+    liveness,
+    outran,
+)
 from matrix.probing import RunResult, judge
+from matrix.resultcache import ResultCache
+from matrix.sweep import sweep
 
 MATRIX = """
 bases: {b: {image: "python:3.11-slim"}}
 packages: {numpy: ["1.26.4"]}
 install: {ca_bundle: none, index_url: "https://alice:s3cret@pypi.corp.invalid/simple"}
 """
+SETUP_MATRIX = """
+bases: {b: {image: "python:3.11-slim", setup: ["apt-get install -y python3"]}}
+packages: {numpy: ["1.26.4"]}
+install: {ca_bundle: none}
+"""
 CELL = Cell("b", "together", (("numpy", "1.26.4"),))
-
+LAYERED = Cell("b", "layered", (("numpy", "1.26.4"),))
 
 INSTALLED = RunResult(0, "", "")
 BUILT = BuildResult(True, "")
+# What the engine's classic builder said for a setup step that failed (recorded from docker 20.10).
+APT_FAILED = BuildResult(
+    False,
+    "Step 1/6 : FROM python:3.11-slim\n ---> be85e308bb66\nStep 2/6 : LABEL org.compat-matrix.run=\"cache\"\n"
+    " ---> Using cache\n ---> 06627c806503\nStep 3/6 : RUN apt-get install -y python3\n ---> Running in af68923c93c8\n"
+    "Reading package lists...\nE: Unable to locate package python3\nRemoving intermediate container af68923c93c8\n"
+    "The command '/bin/sh -c apt-get install -y python3' returned a non-zero code: 100\n",
+    "The command '/bin/sh -c apt-get install -y python3' returned a non-zero code: 100")
+# The runtime's answer to an exec whose program is not there (recorded from docker 20.10, exit code 126).
+OCI_FAILED = ('OCI runtime exec failed: exec failed: unable to start container process: exec: "/opt/compat-matrix/'
+              'bin/uv": stat /opt/compat-matrix/bin/uv: no such file or directory: unknown\r\n')
 
 
 class FakeEngine:
     description = "fake"
 
     def __init__(self, install: RunResult | Exception = INSTALLED, base_error: str | None = None,
-                 build: BuildResult = BUILT) -> None:
-        self._install, self._base_error, self._build = install, base_error, build
+                 build: BuildResult = BUILT, setup: RunResult | Exception = INSTALLED,
+                 probe: RunResult | Exception | None = None) -> None:
+        self._install, self._base_error, self._build, self._setup = install, base_error, build, setup
+        self._probe = probe if probe is not None else EngineFault("daemon went away")
         self.removed: list[tuple[str, str | None]] = []
         self.execs: list[tuple[list[str], dict[str, str]]] = []
         self.files: dict[str, tuple[bytes, int]] = {}
         self.built: list[str] = []
+        self.started: list[dict[str, str]] = []
+        self.states: dict[str, ContainerState] = {}
+        self.runs: dict[str, bool] = {}
 
     def ensure_image(self, ref: str) -> str | None:
         return self._base_error
 
     def image_id(self, ref: str) -> str | None:
-        if ref.startswith("compat-matrix-base:") and ref not in self.built:
+        if ref.startswith("compat-matrix-base:") and (ref not in self.built or not self._build.ok):
             return None
         return "sha256:" + "0" * 64
 
@@ -52,10 +93,11 @@ class FakeEngine:
         assert labels == {"org.compat-matrix.run": "cache"}
 
     def start(self, image: str, command: list[str], *, labels: dict[str, str], volumes: dict[str, str]) -> str:
-        return "bench"
+        self.started.append(labels)
+        return f"bench{len(self.started)}"
 
-    def running(self, container: str) -> tuple[bool, str]:
-        return True, ""
+    def state(self, container: str) -> ContainerState:
+        return self.states.get(container, ContainerState(True))
 
     def put_files(self, container: str, files: dict[str, Path | bytes], mode: int = 0o644) -> None:
         for path, content in files.items():
@@ -67,17 +109,26 @@ class FakeEngine:
             if isinstance(self._install, Exception):
                 raise self._install
             return self._install
+        if command[:2] == ["sh", "-c"] and "mkdir -p" in command[2]:  # a workbench's set-up
+            if isinstance(self._setup, Exception):
+                raise self._setup
+            return self._setup
+        if command[:2] == ["sh", "-c"] and "_fingerprint.py" in command[2]:
+            return RunResult(0, "fingerprint\n", "")
         return RunResult(0, "", "")
 
     def run(self, image, command, **kw) -> RunResult:  # noqa: ANN001
-        raise EngineFault("daemon went away")
+        self.probe_labels = kw["labels"]
+        if isinstance(self._probe, Exception):
+            raise self._probe
+        return self._probe
 
     def remove_labelled(self, run_id: str, cell: str | None = None, *, settle_s: float = 0.0) -> int:
         self.removed.append((run_id, cell))
         return 0
 
-    def runs_of_host(self, host: str) -> set[str]:
-        return set()
+    def live_runs(self) -> dict[str, bool]:
+        return dict(self.runs)
 
     def alive(self) -> bool:
         return self.is_alive
@@ -89,6 +140,9 @@ class FakeEngine:
         pass
 
     is_alive = True
+
+    def setups(self) -> list[str]:
+        return [c[2] for c, _ in self.execs if c[:2] == ["sh", "-c"] and "mkdir -p" in c[2]]
 
 
 def test_engine_fault_is_infra_error_and_the_runs_venvs_still_go(make_spec, tmp_path: Path) -> None:
@@ -121,6 +175,90 @@ def test_failed_install_is_classified_and_credentials_stay_in_a_private_file(mak
     assert b'index-url = "https://alice:s3cret@pypi.corp.invalid/simple"' in conf and mode == 0o600
 
 
+def test_an_installer_killed_with_no_output_is_infra_and_never_cached(make_spec, tmp_path: Path) -> None:
+    # SIGKILL (the OOM killer) of uv inside the workbench: docker exec reports 137, and nothing was said.
+    s = make_spec(MATRIX)
+    engine = FakeEngine(RunResult(137, "", ""))
+    backend = DockerBackend(engine, s, "run1")
+    cache = ResultCache(s, "docker", (), directory=tmp_path / "cache")
+    result = sweep((CELL,), backend, tmp_path / "r", "run1", echo=lambda _: None, sleep=lambda _: None,
+                   retry_waits=(), cache=cache)
+    [rec] = result.records
+    assert rec.outcome is Outcome.INFRA_ERROR and "137" in rec.error and "SIGKILL" in rec.error
+    assert cache.get(cache.key(CELL, backend.base_id(s.base("b")))) is None
+
+
+def test_an_install_step_that_dies_with_its_workbench_is_infra(make_spec, tmp_path: Path) -> None:
+    # The step's output is whatever it had printed when the container went: not the installer's verdict.
+    engine = FakeEngine(RunResult(1, "Resolved 1 package in 12ms\n", ""))
+    backend = DockerBackend(engine, make_spec(MATRIX), "run1")
+    engine.states["bench1"] = ContainerState(False, 137, logs="")
+    rec = backend.run_cell(CELL, tmp_path)
+    assert rec.outcome is Outcome.INFRA_ERROR and "workbench stopped during an install step" in rec.error
+    assert "killed by SIGKILL" in rec.error
+
+
+def test_an_unrecognised_failure_with_only_binary_is_infra(make_spec, tmp_path: Path) -> None:
+    # only_binary (the default): nothing is built, so an installer failure no rule names is not the pins'.
+    engine = FakeEngine(RunResult(2, "", "error: something nobody has a rule for\n"))
+    rec = DockerBackend(engine, make_spec(MATRIX), "run1").run_cell(CELL, tmp_path)
+    assert rec.outcome is Outcome.INFRA_ERROR and "something nobody has a rule for" in rec.error
+
+
+def test_a_probe_wait_the_engine_dropped_is_infra_not_timeout(make_spec, tmp_path: Path) -> None:
+    engine = FakeEngine(probe=EngineFault("waiting for the probe container: the engine dropped the connection"))
+    backend = DockerBackend(engine, make_spec(MATRIX), "run1")
+    rec = backend.run_cell(CELL, tmp_path)
+    assert rec.outcome is Outcome.INFRA_ERROR and "dropped the connection" in rec.error
+    assert engine.probe_labels[ROLE_LABEL] == PROBE and engine.started[0][ROLE_LABEL] == WORKBENCH
+
+
+def test_a_setup_exec_that_hit_an_engine_fault_is_that_cells_infra_error_only(make_spec, tmp_path: Path) -> None:
+    engine = FakeEngine(setup=EngineFault("running sh in bench1: connection aborted"))
+    engine.states["bench1"] = ContainerState(False, 137)
+    backend = DockerBackend(engine, make_spec(MATRIX), "run1")
+    rec = backend.run_cell(CELL, tmp_path)
+    assert rec.outcome is Outcome.INFRA_ERROR and "workbench stopped while being set up" in rec.error
+    assert "killed by SIGKILL" in rec.error
+    # The base is not condemned: the next cell starts a workbench of its own and gets on with it.
+    engine._setup = INSTALLED
+    engine._probe = RunResult(0, "", "")
+    rec = backend.run_cell(LAYERED, tmp_path)
+    assert rec.outcome is not Outcome.BUILD_ERROR and len(engine.started) == 2
+    # A fault while the workbench runs on is the engine's as well.
+    engine = FakeEngine(setup=EngineFault("running sh in bench1: read timed out"))
+    rec = DockerBackend(engine, make_spec(MATRIX), "run2").run_cell(CELL, tmp_path)
+    assert rec.outcome is Outcome.INFRA_ERROR and "read timed out" in rec.error
+
+
+def test_a_python_killed_during_set_up_is_infra_a_python_that_fails_is_the_bases(make_spec, tmp_path: Path) -> None:
+    # The set-up script passes a signal's status (128 + N) through; a Python that ran and failed exits 3.
+    engine = FakeEngine(setup=RunResult(137, "", ""))
+    rec = DockerBackend(engine, make_spec(MATRIX), "run1").run_cell(CELL, tmp_path)
+    assert rec.outcome is Outcome.INFRA_ERROR and "exit code 137" in rec.error
+    engine = FakeEngine(setup=RunResult(3, "", "sh: 1: python3: not found\n"))
+    backend = DockerBackend(engine, make_spec(MATRIX), "run1")
+    recs = [backend.run_cell(c, tmp_path) for c in (CELL, LAYERED)]
+    assert [r.outcome for r in recs] == [Outcome.BUILD_ERROR] * 2 and "python3: not found" in recs[0].error
+    assert len(engine.started) == 1  # the base's verdict, kept for its other cells
+    # The script really behaves so, in a real shell: a signal's status through, a failure as 3.
+    script = engine.setups()[0].split("\n")[0]
+    for python, code in (("sh -c 'kill -9 $$'", 137), ("false", 3), ("true", 0)):
+        ran = subprocess.run(["sh", "-c", script.replace("python3 -c ''", python)], capture_output=True, timeout=30)
+        assert ran.returncode == code, python
+
+
+def test_a_base_without_a_shell_is_the_bases_build_error(make_spec, tmp_path: Path) -> None:
+    class NoShell(FakeEngine):
+        def start(self, image: str, command: list[str], **kw: dict[str, str]) -> str:  # type: ignore[override]
+            raise EngineFault('starting a container from x: OCI runtime create failed: exec: "sh": executable '
+                              'file not found in $PATH: unknown')
+
+    engine = NoShell()
+    rec = DockerBackend(engine, make_spec(MATRIX), "run1").run_cell(CELL, tmp_path)
+    assert rec.outcome is Outcome.BUILD_ERROR and "no shell" in rec.error
+
+
 def test_missing_base_image_is_infra_error_for_every_cell_of_it(make_spec, tmp_path: Path) -> None:
     engine = FakeEngine(base_error="base image python:3.11-slim is not on the engine")
     rec = DockerBackend(engine, make_spec(MATRIX), "run1").run_cell(CELL, tmp_path)
@@ -132,14 +270,37 @@ def test_the_prefix_image_is_built_once_and_a_failed_setup_is_every_cells_build_
     engine = FakeEngine()
     backend = DockerBackend(engine, make_spec(MATRIX), "run1")
     backend.run_cell(CELL, tmp_path)
-    backend.run_cell(Cell("b", "layered", (("numpy", "1.26.4"),)), tmp_path)
+    backend.run_cell(LAYERED, tmp_path)
     assert len(engine.built) == 1
-    failing = FakeEngine(build=BuildResult(False, "Step 3/7 : RUN apt-get install -y python3\nE: Unable to locate "
-                                                  "package python3\n", "returned a non-zero code: 100"))
-    backend = DockerBackend(failing, make_spec(MATRIX), "run2")
-    recs = [backend.run_cell(c, tmp_path) for c in (CELL, Cell("b", "layered", (("numpy", "1.26.4"),)))]
+    failing = FakeEngine(build=APT_FAILED)
+    backend = DockerBackend(failing, make_spec(SETUP_MATRIX), "run2")
+    recs = [backend.run_cell(c, tmp_path) for c in (CELL, LAYERED)]
     assert [r.outcome for r in recs] == [Outcome.BUILD_ERROR] * 2 and "setup failed" in recs[0].error
+    assert "Unable to locate package python3" in recs[0].error
     assert len(failing.built) == 1
+
+
+def test_a_prefix_build_that_failed_in_the_engine_is_infra_and_tried_again(make_spec, tmp_path: Path) -> None:
+    failing = FakeEngine(build=BuildResult(False, "Step 4/6 : COPY uv /opt/compat-matrix/bin/uv\n",
+                                           "failed to copy files: write /var/lib/docker/tmp/x: input/output error"))
+    backend = DockerBackend(failing, make_spec(SETUP_MATRIX), "run1")
+    recs = [backend.run_cell(c, tmp_path) for c in (CELL, LAYERED)]
+    assert [r.outcome for r in recs] == [Outcome.INFRA_ERROR] * 2 and "input/output error" in recs[0].error
+    assert len(failing.built) == 2
+
+
+def test_prefix_failure_reads_the_setup_steps_own_output(make_spec) -> None:
+    base = make_spec(SETUP_MATRIX).base("b")
+    v = prefix_failure(APT_FAILED, base)
+    assert v.outcome is Outcome.BUILD_ERROR and "Unable to locate package python3" in v.error
+    # The same step killed (the OOM killer) with nothing said: infra.
+    killed = BuildResult(False, "Step 3/6 : RUN apt-get install -y python3\n ---> Running in af68923c93c8\n",
+                         "The command '/bin/sh -c apt-get install -y python3' returned a non-zero code: 137")
+    assert prefix_failure(killed, base).outcome is Outcome.INFRA_ERROR
+    # A step that is not one of the base's (our own COPY, say) failing: infra.
+    ours = BuildResult(False, "", "The command '/bin/sh -c chmod +x /opt/compat-matrix/bin/uv' returned a non-zero "
+                                  "code: 1")
+    assert prefix_failure(ours, base).outcome is Outcome.INFRA_ERROR
 
 
 def test_judge_run() -> None:
@@ -155,14 +316,102 @@ def test_judge_run() -> None:
     assert v.outcome is Outcome.BUILD_ERROR and "not found" in v.error
 
 
-def test_a_dead_engine_is_named_so_the_sweep_stops(make_spec, tmp_path: Path) -> None:
-    from matrix.sweep import sweep
+def test_only_the_clock_makes_a_probe_timeout() -> None:
+    assert outran(100.0, 400.0, 300.0)
+    assert not outran(100.0, 112.0, 300.0)  # the engine stopping 12 s in: its fault, not a timeout
+    assert not outran(100.0, 100.0, 300.0)
+    # The engine's kill of a container (stopping, `docker kill`) is no verdict; its memory limit is.
+    assert killed_from_outside(137, False) and killed_from_outside(143, False)
+    assert not killed_from_outside(137, True)
+    assert not killed_from_outside(139, False) and not killed_from_outside(1, False)
 
+
+def test_exec_results_that_are_the_engines_not_the_commands() -> None:
+    assert exec_fault(126, OCI_FAILED) is not None and "OCI runtime exec failed" in exec_fault(126, OCI_FAILED)
+    assert exec_fault(None, "") is not None
+    assert exec_fault(1, "error: No solution found when resolving dependencies") is None
+    assert exec_fault(127, "sh: 1: python3.99: not found\n") is None  # the command's own word
+
+
+def test_liveness_is_read_from_the_engines_objects() -> None:
+    now = 1_000_000.0
+
+    def c(run: str, state: str, role: str | None, created: float = now - 5000) -> dict[str, object]:
+        labels = {RUN_LABEL: run, **({ROLE_LABEL: role} if role else {})}
+        return {"Labels": labels, "State": state, "Created": created}
+
+    got = liveness([c("live", "running", WORKBENCH), c("live", "exited", PROBE),
+                    c("dead", "exited", WORKBENCH), c("dead", "running", PROBE),  # a probe outliving its run
+                    c("starting", "created", WORKBENCH, created=now - 1),
+                    c("never-started", "created", WORKBENCH),
+                    c("older-version", "running", None), c("cache", "running", None)],
+                   [{"Labels": {RUN_LABEL: "image-only"}}, {"Labels": {RUN_LABEL: "cache"}}], now)
+    assert got == {"live": True, "dead": False, "starting": True, "never-started": False,
+                   "older-version": True, "image-only": False}
+
+
+def test_start_reaps_only_runs_the_engine_shows_dead(make_spec) -> None:
+    engine = FakeEngine()
+    engine.runs = {"dead": False, "alive-elsewhere": True, "run1": False}
+    notes = DockerBackend(engine, make_spec(MATRIX), "run1").start()
+    assert engine.removed == [("dead", None)]
+    assert notes == ["removed 0 object(s) left on the engine by dead run dead"]
+
+
+def _age(path: Path, minutes: float) -> None:
+    t = time.time() - minutes * 60
+    os.utime(path, (t, t))
+
+
+def test_reap_script_spares_live_kept_and_new_run_directories(tmp_path: Path) -> None:
+    venvs = tmp_path / "venvs"
+    odd = "we'ird $(touch pwned) run"
+    names = ["live", "dead-old", "dead-new", "kept-old", odd, "live-too"]
+    for name in names:
+        (venvs / name / "abc123").mkdir(parents=True)
+    (venvs / "kept-old" / KEEP_MARK).touch()
+    for name in names:
+        if name != "dead-new":
+            _age(venvs / name, 30)
+    (venvs / "stray-file").touch()
+    script = reap_script(str(venvs), {"live", odd, "live-too"})
+    subprocess.run(["sh", "-c", script], check=True, timeout=30, cwd=tmp_path)
+    assert sorted(p.name for p in venvs.iterdir()) == sorted(["live", "dead-new", "kept-old", odd, "live-too",
+                                                               "stray-file"])
+    assert not (tmp_path / "pwned").exists()
+    # No live run at all (the volume's first use) is a valid script too.
+    subprocess.run(["sh", "-c", reap_script(str(venvs), set())], check=True, timeout=30)
+    assert not (venvs / "live").exists() and (venvs / "dead-new").exists()
+
+
+def test_keep_marks_the_runs_venvs_and_lists_them(make_spec, tmp_path: Path) -> None:
+    engine = FakeEngine(probe=RunResult(0, "", ""))
+    engine.runs = {"other-live": True, "other-dead": False}
+    backend = DockerBackend(engine, make_spec(MATRIX), "run1", keep=True)
+    backend.run_cell(CELL, tmp_path)
+    [setup] = engine.setups()
+    assert f"touch /opt/compat-matrix/cache/venvs/run1/{KEEP_MARK}" in setup
+    assert "other-live|run1)" in setup and "other-dead" not in setup
+    [line] = backend.kept()
+    assert line.startswith(f"{CELL.id}: /opt/compat-matrix/cache/venvs/run1/") and "docker run --rm -it" in line
+    backend.close(interrupted=False)
+    assert engine.removed == [] and not any("rm -rf" in c[-1] and "run1" in c[-1] for c, _ in engine.execs[1:])
+
+
+def test_a_dead_engine_is_named_so_the_sweep_stops(make_spec, tmp_path: Path) -> None:
     engine = FakeEngine(EngineFault("running uv in bench: connection refused"))
     engine.is_alive = False
     backend = DockerBackend(engine, make_spec(MATRIX), "run1")
-    cells = (CELL, Cell("b", "layered", (("numpy", "1.26.4"),)))
+    cells = (CELL, LAYERED)
     result = sweep(cells, backend, tmp_path, "run1", echo=lambda _: None, sleep=lambda _: None)
     assert len(result.records) == 1
     assert result.records[0].error.startswith("the Docker Engine stopped answering")
     assert result.stopped and "stopped answering" in result.stopped
+
+
+@pytest.mark.parametrize("code", [None, 0])
+def test_state_describes_how_a_container_ended(code: int | None) -> None:
+    assert ContainerState(True).describe() == "running"
+    st = ContainerState(False, 137, logs="one\ntwo\n")
+    assert st.describe() == "exit code 137, killed by SIGKILL; last output: two"
+    assert "out of memory" in ContainerState(False, code, oom_killed=True).describe()
