@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 
 import docker
+import pytest
 
-from matrix.engine import HOST_LABEL, RUN_LABEL, DockerEngine
+from matrix.engine import HOST_LABEL, PROBE, ROLE_LABEL, RUN_LABEL, DockerEngine, EngineFault
 
 
 def test_the_socket_and_the_sdk_answer_alike(engine: DockerEngine, base_image: str) -> None:
@@ -39,3 +41,37 @@ def test_asking_loads_no_sdk(engine: DockerEngine) -> None:
             "print('docker' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_only_the_clock_makes_a_timeout_and_the_engines_own_doings_are_faults(engine: DockerEngine,
+                                                                               base_image: str) -> None:
+    labels = {RUN_LABEL: "engine-test-faults", ROLE_LABEL: PROBE}
+    kw = {"environment": {}, "labels": labels, "memory": "256m"}
+    try:
+        # A command that outruns its limit by the clock: a timeout.
+        ran = engine.run(base_image, ["sleep", "60"], timeout_s=2, **kw)
+        assert ran.timed_out and ran.exit_code is None
+        # A container the engine is told to kill (docker kill, as the engine stopping does): no verdict.
+        api = engine.client.api
+
+        def kill_it() -> None:
+            for _ in range(100):
+                running = api.containers(filters={"label": "org.compat-matrix.run=engine-test-faults"})
+                if running:
+                    api.kill(running[0]["Id"])
+                    return
+                threading.Event().wait(0.1)
+
+        killer = threading.Thread(target=kill_it)
+        killer.start()
+        with pytest.raises(EngineFault, match="stopped from outside"):
+            engine.run(base_image, ["sleep", "60"], timeout_s=120, **kw)
+        killer.join()
+        # An exec the runtime could not start (exit code 126, its own message): the engine's, not the command's.
+        bench = api.create_container(base_image, ["sleep", "60"], labels=labels)["Id"]
+        api.start(bench)
+        with pytest.raises(EngineFault, match="OCI runtime exec failed"):
+            engine.exec(bench, ["/opt/compat-matrix/bin/uv", "pip", "install", "numpy"])
+        assert engine.exec(bench, ["sh", "-c", "echo said; exit 3"]).exit_code == 3  # the command's own
+    finally:
+        engine.remove_labelled("engine-test-faults")
