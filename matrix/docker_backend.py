@@ -8,6 +8,12 @@ downloaded once per machine). Per cell: the probes run in a container with no ne
 read-only root, no capabilities, nobody's uid, memory and pid limits, and the cache volume
 mounted read-only.
 
+A verdict comes only from the world under test: whatever the engine or a workbench does on its
+own (a fault, a dropped connection, a container killed from outside, an exec it could not start)
+is the cell's infra-error, never a timeout, crash or build-error. A workbench lives exactly as
+long as its run's process (engine.start), which is how any run tells a live run's objects and
+venvs from a dead one's.
+
 Receives an engine object (engine.DockerEngine, or a fake in unit tests) and never imports docker.
 """
 
