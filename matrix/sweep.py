@@ -82,7 +82,8 @@ def _fatal(record: Record) -> str | None:
     """The fatal condition this record reports, if any."""
     if record.outcome is not Outcome.INFRA_ERROR:
         return None
-    return next((f for f in _FATAL if f in record.error), None)
+    error = record.error.lower()  # the engine's Go errors say "no space left on device"
+    return next((f for f in _FATAL if f.lower() in error), None)
 
 
 def _os_error(e: BaseException) -> str:

@@ -77,8 +77,10 @@ def test_a_failure_that_outlived_its_retries_is_not_retried_again(tmp_path: Path
     assert [r.outcome for r in result.records] == [Outcome.INFRA_ERROR] * 3
 
 
-def test_a_full_disk_stops_the_sweep(tmp_path: Path) -> None:
-    full = (Outcome.INFRA_ERROR, "OSError: [Errno 28] No space left on device")
+@pytest.mark.parametrize("said", ["OSError: [Errno 28] No space left on device",
+                                  "the engine: write /var/lib/docker/tmp/x: no space left on device"])
+def test_a_full_disk_stops_the_sweep(tmp_path: Path, said: str) -> None:
+    full = (Outcome.INFRA_ERROR, said)
     backend = ScriptedBackend([(Outcome.PASS, ""), full])
     result = sweep(CELLS, backend, tmp_path, "r1", echo=lambda _: None, sleep=lambda _: None)
     assert len(result.records) == 2 and backend.calls == [CELLS[0].id, CELLS[1].id]
