@@ -26,8 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from matrix import cells, exports, registry, report, spec
-from matrix.classify import Outcome
-from matrix.store import Record, records_jsonl
+from matrix.store import Outcome, Record, records_jsonl
 
 PLAN_TARGET_S = 1.0
 TABLE_TARGET_S = 5.0

@@ -5,33 +5,12 @@ Works on recorded text and JSON only, so every rule here is unit-tested from rea
 
 from __future__ import annotations
 
-import enum
 import re
 import signal
 from dataclasses import dataclass
 from typing import Any
 
-
-class Outcome(str, enum.Enum):
-    PASS = "pass"
-    WARN = "warn"
-    IMPORT_ERROR = "import-error"
-    CRASH = "crash"
-    TIMEOUT = "timeout"
-    RESOLVE_CONFLICT = "resolve-conflict"
-    NO_WHEEL = "no-wheel"
-    BUILD_ERROR = "build-error"
-    INFRA_ERROR = "infra-error"
-    # A cell of the matrix that has no record yet: a row of the table, never a record's outcome.
-    NOT_RUN = "not-run"
-
-    def __str__(self) -> str:
-        return self.value
-
-    @property
-    def is_incompatibility(self) -> bool:
-        """Evidence against the combination (infra errors never are)."""
-        return self not in (Outcome.PASS, Outcome.WARN, Outcome.INFRA_ERROR, Outcome.NOT_RUN)
+from matrix.store import Outcome
 
 
 @dataclass(frozen=True)

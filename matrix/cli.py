@@ -20,10 +20,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from matrix import __version__, cells, history, install, probing, registry_cli, resultcache, spec, sweep
+from matrix import __version__, cells, history, install, paths, probing, spec, sweep
 from matrix import run as pipeline
-from matrix.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, CompatMatrixError, ConfigError, EngineUnavailable
-from matrix.install import redact
+from matrix.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, CompatMatrixError, ConfigError, EngineUnavailable, redact
+from matrix.registry import commands as registry_cli
 from matrix.store import summary
 
 
@@ -166,7 +166,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         return EXIT_OK
     from uv import find_uv_bin
 
-    from matrix import dockerfile  # here: only reproduce renders a Dockerfile
+    from matrix.backends import dockerfile
 
     ctx = dockerfile.context(cell, s, Path(find_uv_bin()))
     tag = "compat-matrix-repro:latest"
@@ -199,11 +199,11 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 def cmd_clean(args: argparse.Namespace) -> int:
     """The caches go; every later run starts cold (downloads, prefix builds, every cell runs)."""
-    from matrix.docker_backend import CACHE_RUN
-    from matrix.engine import DockerEngine, EngineFault
+    from matrix.backends.docker import CACHE_RUN
+    from matrix.backends.engine import DockerEngine, EngineFault
 
     if not args.engine_only:
-        where = resultcache.cache_root()
+        where = paths.cache_root()
         shutil.rmtree(where, ignore_errors=True)
         print(f"removed {where} (verdicts, shared bytecode, index answers)")
     try:

@@ -12,7 +12,7 @@ from xml.sax.saxutils import escape
 
 import pandas as pd
 
-from matrix.classify import Outcome
+from matrix.store import Outcome
 
 # Green for evidence that works, amber for a warning, reds for incompatibilities, grey for no
 # verdict: colour-blind readers still get the symbol in each cell.

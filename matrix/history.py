@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from matrix.classify import Outcome
 from matrix.errors import ConfigError
-from matrix.store import Record, atomic_write, load_records, records_jsonl
+from matrix.paths import atomic_write
+from matrix.store import Outcome, Record, load_records, records_jsonl
 
 _WORKS = (Outcome.PASS, Outcome.WARN)
 

@@ -12,6 +12,7 @@ it lists. Version logic is packaging's, never string compares.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import functools
 import hashlib
@@ -21,26 +22,22 @@ import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from matrix.errors import EXIT_INFRA, CompatMatrixError, ConfigError, IndexUnusable, redact
-from matrix.store import atomic_write
-
-if TYPE_CHECKING:
-    from matrix.spec import Spec
+from matrix.paths import atomic_write, cache_root
+from matrix.spec import Query, Spec, canonical_name
 
 PYPI = "https://pypi.org/simple"
 CACHE_TTL_S = 6 * 3600
-PICKS = ("latest-patch-per-minor", "all")
 # Bounds on one answer: a project page of PyPI's largest projects is a few MB.
 MAX_ANSWER_BYTES = 64 << 20
 READ_DEADLINE_S = 120.0
 SOCKET_TIMEOUT_S = 30.0
 _CACHE_FORMAT = "releases/1"
-_SEPARATORS = re.compile(r"[-_.]+")
 _DIST_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
 # JSON first; the HTML page as pip asks for it (what an index that has no JSON sends).
 _ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.1, text/html;q=0.01"
@@ -66,20 +63,6 @@ class Release:
     yanked: bool
 
 
-@dataclass(frozen=True)
-class Query:
-    """An axis given as a specifier: {spec: ">=1.24,<3", pick: latest-patch-per-minor, latest: 3}."""
-
-    spec: str
-    pick: str = "all"
-    latest: int | None = None
-    pre: bool = False
-
-
-def _canonical(name: str) -> str:
-    return _SEPARATORS.sub("-", name).lower()
-
-
 def _file_version(filename: str) -> tuple[str, Version] | None:
     """(canonical project name, version) of a wheel or sdist file name; None for anything else
     (eggs, installers and other old formats). packaging.utils would import packaging.tags (11 ms
@@ -96,7 +79,7 @@ def _file_version(filename: str) -> tuple[str, Version] | None:
     if not _DIST_NAME.match(name):
         return None
     try:
-        return _canonical(name), Version(version)
+        return canonical_name(name), Version(version)
     except InvalidVersion:
         return None
 
@@ -130,7 +113,7 @@ def problem(data: Any, name: str) -> str | None:
         version = meta.get("api-version") if isinstance(meta, dict) else None
         if not isinstance(version, str) or not version.startswith("1."):
             return f"meta.api-version is {version!r}; this tool reads version 1 of the simple API"
-    if "name" in data and (not isinstance(data["name"], str) or _canonical(data["name"]) != _canonical(name)):
+    if "name" in data and (not isinstance(data["name"], str) or canonical_name(data["name"]) != canonical_name(name)):
         return f"the page of project {data['name']!r}, not of {name!r}"
     files = data.get("files")
     if not isinstance(files, list):
@@ -185,9 +168,9 @@ def _from_html(text: str, name: str) -> dict[str, Any]:
     links = Links()
     links.feed(text)
     links.close()
-    canon = _canonical(name)
+    canon = canonical_name(name)
     files = [{"filename": f, "yanked": y} for f, y in links.files
-             if (found := _file_version(f)) is not None and _canonical(found[0]) == canon]
+             if (found := _file_version(f)) is not None and canonical_name(found[0]) == canon]
     if not files:
         raise ValueError(f"an HTML page with no file of {name} on it ({len(links.files)} other links): "
                          "a sign-in or error page?")
@@ -239,7 +222,6 @@ def pick(releases: list[Release], query: Query, as_of: dt.date | None = None) ->
 
 
 def _cache_dir() -> Path:
-    from matrix.resultcache import cache_root  # here: resultcache → spec → index at import time
 
     return cache_root() / "index"
 
@@ -328,7 +310,7 @@ def fetch(name: str, index_url: str | None = None, ca_bundle: Path | None = None
     Raises IndexUnavailable when the index cannot be asked (ProjectNotFound: it has no such
     project), IndexUnusable when what answered is not an index. Only good answers are kept."""
     base = (index_url or PYPI).rstrip("/")
-    url = f"{base}/{_canonical(name)}/"
+    url = f"{base}/{canonical_name(name)}/"
     shown = _redact(url)
     cache = _cache_dir() / (hashlib.sha256(url.encode()).hexdigest()[:24] + ".json")
     kept = _kept(cache, ttl_s)
@@ -365,7 +347,7 @@ def _local_versions(find_links: tuple[str, ...]) -> dict[str, set[Version]]:
         for file in names:
             found = _file_version(file)
             if found is not None:
-                out.setdefault(_canonical(found[0]), set()).add(found[1])
+                out.setdefault(canonical_name(found[0]), set()).add(found[1])
     return out
 
 
@@ -393,8 +375,6 @@ def check_releases(spec: Spec) -> list[str]:
     release raises ConfigError naming the file, the key and the nearest releases. An index that
     cannot be read leaves a note and the check goes on; an answer that is not an index raises
     IndexUnusable (exit 3). Index answers are cached as for the specifier axes."""
-    from matrix.spec import canonical_name
-
     queried = {name for name, _ in spec.queries}
     wanted: list[tuple[str, str, str]] = []  # (key, name, version)
     for name, versions in spec.packages:
@@ -413,7 +393,7 @@ def check_releases(spec: Spec) -> list[str]:
     pages: dict[tuple[str, str], list[Release] | None] = {}  # None: no such project there
 
     def releases(name: str, index_url: str) -> list[Release] | None:
-        k = (_canonical(name), index_url)
+        k = (canonical_name(name), index_url)
         if k not in pages:
             try:
                 pages[k] = fetch(name, index_url, spec.install.ca_bundle)
@@ -425,7 +405,7 @@ def check_releases(spec: Spec) -> list[str]:
     as_of = spec.as_of
     for key, name, text in wanted:
         version = Version(text)
-        if any(_matches(version, v) for v in local.get(_canonical(name), ())):
+        if any(_matches(version, v) for v in local.get(canonical_name(name), ())):
             continue
         listed: list[Release] = []
         projects = 0
@@ -487,3 +467,28 @@ def check_releases(spec: Spec) -> list[str]:
                           "pin a version the index offers (the nearest are named), or put its wheel in a "
                           "find-links directory")
     return notes
+
+
+def expand(spec: Spec, as_of: dt.date | None = None) -> Spec:
+    """Fill the axes given as specifiers from the package index (cached); others stay as written.
+    The result carries `as_of`: the whole run's world is the index as of that day."""
+    if not spec.queries:
+        return spec if spec.as_of == as_of else dataclasses.replace(spec, as_of=as_of)
+    queries = dict(spec.queries)
+    packages = []
+    for name, versions in spec.packages:
+        if name in queries:
+            q = queries[name]
+            try:
+                releases = fetch(name, spec.install.index_url, spec.install.ca_bundle)
+            except ProjectNotFound as e:
+                raise ConfigError(str(spec.path), f"packages.{name}", str(e),
+                                  "check the package name (the index knows it by its distribution name)") from None
+            versions = pick(releases, q, as_of)
+            if not versions:
+                when = f" as of {as_of}" if as_of else ""
+                raise ConfigError(str(spec.path), f"packages.{name}.spec",
+                                  f"{q.spec!r} picks no release of {name} on the index{when}",
+                                  "widen the specifier (yanked releases never count)")
+        packages.append((name, versions))
+    return dataclasses.replace(spec, packages=tuple(packages), as_of=as_of)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from matrix.errors import ConfigError, has_credentials
-from matrix.store import atomic_write
+from matrix.paths import atomic_write
 
 MAX_DEPTH = 64  # lists and mappings inside each other; a matrix file needs 5
 MAX_ALIAS_NODES = 100_000  # nodes aliases may add to a document, counted as they would expand
@@ -44,7 +44,7 @@ def load_yaml(text: str, file: str) -> Any:
     text, and read back from there: an unchanged re-run neither imports the YAML parser (10 ms)
     nor parses. Only what parsed cleanly is kept, so an error is found every time; a text holding
     a URL with credentials (user:password@) is never kept, so the cache holds no secret."""
-    from matrix.resultcache import cache_root  # here: resultcache imports spec, which imports this
+    from matrix.paths import cache_root
 
     where = cache_root() / "parsed"
     kept = where / f"{hashlib.sha256(_KEPT_VERSION + text.encode()).hexdigest()}.json"

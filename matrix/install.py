@@ -14,10 +14,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from matrix.cells import Cell, install_order
-from matrix.classify import Outcome, Verdict
+from matrix.classify import Verdict
 from matrix.errors import URL_CREDENTIALS as _CREDENTIALS
 from matrix.errors import redact as redact  # install.redact: where the backends import it from
 from matrix.spec import Spec, canonical_name
+from matrix.store import Outcome
 
 
 class RunInstalls:

@@ -21,10 +21,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from matrix.cells import Cell
-from matrix.classify import Outcome
 from matrix.errors import ConfigError
+from matrix.paths import atomic_write
 from matrix.spec import Spec
-from matrix.store import Record, atomic_write, load_records, records_jsonl
+from matrix.store import Outcome, Record, load_records, records_jsonl
 
 LEDGER_FILE = "ledger.jsonl"
 # The records behind the table: what pins, preflight, guard and --resume read.

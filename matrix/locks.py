@@ -12,11 +12,7 @@ import tempfile
 from pathlib import Path
 
 from matrix.errors import ConfigError
-
-
-def state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(base) / "compat-matrix"
+from matrix.paths import state_dir
 
 
 class _Held:

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from matrix.cells import Cell
-from matrix.classify import Outcome, Verdict, classify_probes
+from matrix.classify import Verdict, classify_probes
+from matrix.store import Outcome
 
 
 def probes_dir() -> Path:
@@ -30,8 +31,13 @@ def probes_dir() -> Path:
     return Path(found.origin).parent
 
 
+# Scripts beside the probes that are no part of a probe run (the guard runs in users' own images).
+_NOT_PROBES = ("__init__.py", "_guard.py")
+
+
 def probe_files() -> dict[str, Path]:
-    return {p.name: p for p in sorted(probes_dir().glob("*.py")) if p.name != "__init__.py"}
+    """The files a probe run needs: the driver, its helpers and the probes."""
+    return {p.name: p for p in sorted(probes_dir().glob("*.py")) if p.name not in _NOT_PROBES}
 
 
 # Run with the cell's interpreter after its installs: prints the environment's fingerprint.

@@ -13,9 +13,9 @@ from packaging.version import Version
 
 from matrix import exports
 from matrix.cells import Cell
-from matrix.classify import Outcome
+from matrix.paths import atomic_write
 from matrix.registry import Issue, Registry, group_unmatched, suggest_entry
-from matrix.store import Record, atomic_write, records_jsonl
+from matrix.store import Outcome, Record, records_jsonl
 
 SYMBOLS = {
     Outcome.PASS: "✅",

@@ -12,25 +12,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict
 from functools import lru_cache
 from pathlib import Path
 
 from matrix import __version__, probing
 from matrix.cells import Cell, install_order
-from matrix.classify import Outcome
+from matrix.paths import atomic_write, cache_root
 from matrix.spec import Spec
-from matrix.store import Record, atomic_write
-
-
-def cache_root() -> Path:
-    """Where compat-matrix keeps what outlives a run on this machine: COMPAT_MATRIX_CACHE, else
-    compat-matrix under XDG_CACHE_HOME (~/.cache)."""
-    if os.environ.get("COMPAT_MATRIX_CACHE"):
-        return Path(os.environ["COMPAT_MATRIX_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "compat-matrix"
+from matrix.store import Outcome, Record
 
 
 @lru_cache(maxsize=1)

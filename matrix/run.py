@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from matrix import cells, history, index, locks, registry, resultcache, spec, sweep
-from matrix.classify import Outcome
 from matrix.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, ConfigError, EngineUnavailable
 from matrix.ledger import TABLE_RECORDS, Ledger, matrix_digest, read
 from matrix.registry import Registry
-from matrix.store import Record
+from matrix.store import Outcome, Record
 
 Echo = Callable[[str], None]
 
@@ -73,7 +72,7 @@ class Result:
 
 def load_spec(config: Path, as_of: dt.date | None) -> spec.Spec:
     """The matrix file, its specifier axes filled from the index (as of `as_of`, if given)."""
-    return spec.expand(spec.load(config), as_of)
+    return index.expand(spec.load(config), as_of)
 
 
 def load_registry(config: Path, given: Path | None) -> Registry | None:
@@ -118,14 +117,14 @@ def feeds_known_good(options: Options, known: Registry | None) -> bool:
 def make_backend(choice: str, s: spec.Spec, run_id: str, keep: bool,
                  issue_probes: tuple[tuple[str, str], ...]) -> tuple[sweep.Backend, str]:
     """The backend to run, and a line saying which one and why."""
-    from matrix.venv_backend import VenvBackend
+    from matrix.backends.venv import VenvBackend
 
     def venv() -> VenvBackend:
         return VenvBackend(s, run_id, keep=keep, issue_probes=issue_probes)
 
     if choice in ("docker", "auto"):
-        from matrix.docker_backend import DockerBackend
-        from matrix.engine import DockerEngine
+        from matrix.backends.docker import DockerBackend
+        from matrix.backends.engine import DockerEngine
 
         try:
             engine = DockerEngine()
@@ -198,7 +197,7 @@ def _table_current(results: Path, known: Registry | None, digest: str, known_goo
             return False
         if known is None or known.path is None:
             return True
-        from matrix import knowngood
+        from matrix.registry import knowngood
 
         written = (results / TABLE_RECORDS).stat().st_mtime
         return known.path.stat().st_mtime < written and (not known_good or knowngood.default_path(known).is_file())
@@ -248,7 +247,7 @@ def write_table(ledger: Ledger, plan: cells.Plan, s: spec.Spec, known: Registry 
                           not_run=not_run, about=about)
     paths.append(history.keep(table, results, run_id))
     if known is not None and known_good:
-        from matrix import knowngood
+        from matrix.registry import knowngood
 
         paths.append(knowngood.write(table, known, packages=s.package_names))
     return paths, changes, False

@@ -6,23 +6,19 @@ through here first, so the rest of the code can trust a `Spec`.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import difflib
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from matrix.errors import ConfigError
 from matrix.inputs import load_yaml, read_text
-
-if TYPE_CHECKING:
-    from matrix.index import Query
 
 MODES = ("together", "layered")
 
@@ -102,6 +98,20 @@ class CellFilter:
     mode: str | None = None
     pins: tuple[tuple[str, str], ...] = ()
     reason: str = ""
+
+
+# How an axis given as a specifier picks among the releases it matches.
+PICKS = ("latest-patch-per-minor", "all")
+
+
+@dataclass(frozen=True)
+class Query:
+    """An axis given as a specifier: {spec: ">=1.24,<3", pick: latest-patch-per-minor, latest: 3}."""
+
+    spec: str
+    pick: str = "all"
+    latest: int | None = None
+    pre: bool = False
 
 
 @dataclass(frozen=True)
@@ -254,7 +264,6 @@ class _Validator:
         return tuple(out)
 
     def query(self, value: dict[str, Any], key: str) -> Query:
-        from matrix.index import PICKS, Query
 
         body = self.mapping(value, key, QUERY_KEYS)
         if "spec" not in body or not isinstance(body["spec"], str):
@@ -510,30 +519,3 @@ def _kind(value: Any) -> str:
         return "nothing"
     return {dict: "a mapping", list: "a list", str: "a string", bool: "true/false",
             int: "a number", float: "a number"}.get(type(value), type(value).__name__)
-
-
-def expand(spec: Spec, as_of: dt.date | None = None) -> Spec:
-    """Fill the axes given as specifiers from the package index (cached); others stay as written.
-    The result carries `as_of`: the whole run's world is the index as of that day."""
-    if not spec.queries:
-        return spec if spec.as_of == as_of else dataclasses.replace(spec, as_of=as_of)
-    from matrix import index
-
-    queries = dict(spec.queries)
-    packages = []
-    for name, versions in spec.packages:
-        if name in queries:
-            q = queries[name]
-            try:
-                releases = index.fetch(name, spec.install.index_url, spec.install.ca_bundle)
-            except index.ProjectNotFound as e:
-                raise ConfigError(str(spec.path), f"packages.{name}", str(e),
-                                  "check the package name (the index knows it by its distribution name)") from None
-            versions = index.pick(releases, q, as_of)
-            if not versions:
-                when = f" as of {as_of}" if as_of else ""
-                raise ConfigError(str(spec.path), f"packages.{name}.spec",
-                                  f"{q.spec!r} picks no release of {name} on the index{when}",
-                                  "widen the specifier (yanked releases never count)")
-        packages.append((name, versions))
-    return dataclasses.replace(spec, packages=tuple(packages), as_of=as_of)

@@ -1,22 +1,52 @@
-"""Cell records: one per cell, appended as cells finish, written atomically.
+"""Cell records and their outcomes: one record per cell, appended as cells finish, read back.
 
-Records are the truth; tables are derived from them (report.py).
+Records are the truth; tables are derived from them (report.py). The bottom layer: only paths.py
+below it.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from matrix.classify import Outcome
 
-if TYPE_CHECKING:  # cells → spec → index → store: a runtime import would go round in a circle
-    from matrix.cells import Cell
+class Outcome(str, enum.Enum):
+    PASS = "pass"
+    WARN = "warn"
+    IMPORT_ERROR = "import-error"
+    CRASH = "crash"
+    TIMEOUT = "timeout"
+    RESOLVE_CONFLICT = "resolve-conflict"
+    NO_WHEEL = "no-wheel"
+    BUILD_ERROR = "build-error"
+    INFRA_ERROR = "infra-error"
+    # A cell of the matrix that has no record yet: a row of the table, never a record's outcome.
+    NOT_RUN = "not-run"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def is_incompatibility(self) -> bool:
+        """Evidence against the combination (infra errors never are)."""
+        return self not in (Outcome.PASS, Outcome.WARN, Outcome.INFRA_ERROR, Outcome.NOT_RUN)
+
+
+class CellLike(Protocol):
+    """What a record needs of a planned cell (cells.Cell)."""
+
+    @property
+    def id(self) -> str: ...
+    base: str
+    mode: str
+
+    @property
+    def pin_dict(self) -> dict[str, str]: ...
 
 
 @dataclass
@@ -46,7 +76,7 @@ class Record:
     matrix: str = ""
 
     @classmethod
-    def for_cell(cls, cell: Cell, *, backend: str, run_id: str, **fields: Any) -> Record:
+    def for_cell(cls, cell: CellLike, *, backend: str, run_id: str, **fields: Any) -> Record:
         """A cell's record, an infra-error until the backend says otherwise."""
         fields.setdefault("outcome", Outcome.INFRA_ERROR)
         return cls(cell=cell.id, base=cell.base, mode=cell.mode, pins=cell.pin_dict, backend=backend,
@@ -73,34 +103,6 @@ _LINE = json.JSONEncoder(sort_keys=True)
 def records_jsonl(records: list[Record]) -> str:
     """Records as the JSON lines load_records reads back."""
     return "".join(_LINE.encode(r.serialize()) + "\n" for r in records)
-
-
-def _umask() -> int:
-    """The process's umask (read by setting it, at import: before any thread runs)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-# Files are made as the user's umask says (mkstemp alone makes them 0600: results nobody else reads).
-_FILE_MODE = 0o666 & ~_umask()
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write via a temporary file and a rename: a crash leaves the old file or the new one. The file
-    gets the mode an ordinary write would give it (the user's umask)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, _FILE_MODE)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class RecordLog:

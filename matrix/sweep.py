@@ -22,12 +22,10 @@ from pathlib import Path
 from typing import Protocol
 
 from matrix.cells import Cell
-from matrix.classify import Outcome
-from matrix.errors import ENGINE_GONE, EXIT_INTERRUPTED, Cancelled
-from matrix.install import redact
+from matrix.errors import ENGINE_GONE, EXIT_INTERRUPTED, Cancelled, redact
 from matrix.resultcache import ResultCache
 from matrix.spec import Base
-from matrix.store import Record, RecordLog
+from matrix.store import Outcome, Record, RecordLog
 
 
 class Backend(Protocol):

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from matrix.engine import RUN_LABEL, DockerEngine
+from matrix.backends.engine import RUN_LABEL, DockerEngine
 from matrix.errors import EngineUnavailable
 
 BASE = os.environ.get("COMPAT_MATRIX_TEST_BASE", "compat-matrix-test/bookworm-py311:local")

@@ -19,7 +19,7 @@ from uv import find_uv_bin
 from matrix import index, install, spec
 from matrix.cells import Cell
 from matrix.errors import ConfigError
-from matrix.index import Query
+from matrix.spec import Query
 
 AS_OF = dt.date(2023, 6, 1)
 BOUND_S = 300  # a hang fails the test instead of stalling CI
@@ -51,7 +51,7 @@ def load(tmp_path: Path, packages: str, as_of: dt.date | None, find_links: str =
         packages: {{{packages}}}
         install: {{ca_bundle: auto{find_links}}}
     """))
-    return bounded(spec.expand, spec.load(p), as_of)
+    return bounded(index.expand, spec.load(p), as_of)
 
 
 def installed(tmp_path: Path, s: spec.Spec, name: str) -> dict[str, str]:

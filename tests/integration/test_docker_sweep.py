@@ -11,8 +11,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from matrix.docker_backend import CACHE_VOLUME
-from matrix.engine import RUN_LABEL, DockerEngine
+from matrix.backends.docker import CACHE_VOLUME
+from matrix.backends.engine import RUN_LABEL, DockerEngine
 
 MATRIX = """
 bases:

@@ -10,7 +10,7 @@ import threading
 import docker
 import pytest
 
-from matrix.engine import HOST_LABEL, PROBE, ROLE_LABEL, RUN_LABEL, DockerEngine, EngineFault
+from matrix.backends.engine import HOST_LABEL, PROBE, ROLE_LABEL, RUN_LABEL, DockerEngine, EngineFault
 
 
 def test_the_socket_and_the_sdk_answer_alike(engine: DockerEngine, base_image: str) -> None:
@@ -36,7 +36,7 @@ def test_the_socket_and_the_sdk_answer_alike(engine: DockerEngine, base_image: s
 
 def test_asking_loads_no_sdk(engine: DockerEngine) -> None:
     # (the fixture: an engine to ask)
-    code = ("import sys; from matrix.engine import DockerEngine; e = DockerEngine(); "
+    code = ("import sys; from matrix.backends.engine import DockerEngine; e = DockerEngine(); "
             "e.image_id('compat-matrix-test/never-built:x'); e.runs_of_host('nobody'); e.alive(); "
             "print('docker' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from matrix.docker_backend import cell_key
-from matrix.engine import CELL_LABEL, PROBE, ROLE_LABEL, RUN_LABEL, DockerEngine
+from matrix.backends.docker import cell_key
+from matrix.backends.engine import CELL_LABEL, PROBE, ROLE_LABEL, RUN_LABEL, DockerEngine
 from matrix.errors import EngineUnavailable
 from tests.integration.conftest import _unavailable
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from matrix import interpreters
+from matrix.backends import interpreters
 
 MATRIX = "bases: {py311: {python: '3.11'}}\npackages: {numpy: ['1.26.4', '2.2.6']}\n"
 CELLS = ("py311-numpy1.26.4-together", "py311-numpy2.2.6-together")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from matrix.engine import RUN_LABEL, DockerEngine
+from matrix.backends.engine import RUN_LABEL, DockerEngine
 
 MATRIX = """
 bases:

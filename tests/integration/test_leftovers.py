@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 
 from matrix import spec
-from matrix.docker_backend import CACHE_LABELS, CACHE_VOLUME, KEEP_MARK, DockerBackend
-from matrix.engine import HOST_LABEL, PROBE, ROLE_LABEL, RUN_LABEL, DockerEngine
+from matrix.backends.docker import CACHE_LABELS, CACHE_VOLUME, KEEP_MARK, DockerBackend
+from matrix.backends.engine import HOST_LABEL, PROBE, ROLE_LABEL, RUN_LABEL, DockerEngine
 
 # A run's process, as far as the engine can tell: it starts a workbench and lives on.
 HOLDER = """
 import sys, time
-from matrix.docker_backend import _IDLE
-from matrix.engine import HOST_LABEL, ROLE_LABEL, RUN_LABEL, WORKBENCH, DockerEngine
+from matrix.backends.docker import _IDLE
+from matrix.backends.engine import HOST_LABEL, ROLE_LABEL, RUN_LABEL, WORKBENCH, DockerEngine
 e = DockerEngine()
 print(e.start(sys.argv[1], _IDLE, labels={RUN_LABEL: sys.argv[2], ROLE_LABEL: WORKBENCH, HOST_LABEL: "elsewhere"},
               volumes={}), flush=True)

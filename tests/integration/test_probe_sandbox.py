@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from matrix.engine import RUN_LABEL, DockerEngine
+from matrix.backends.engine import RUN_LABEL, DockerEngine
 
 LABELS = {RUN_LABEL: "integration-sandbox"}
 

@@ -11,7 +11,7 @@ import tarfile
 import textwrap
 from pathlib import Path
 
-from matrix.engine import ROLE_LABEL, RUN_LABEL, WORKBENCH, DockerEngine
+from matrix.backends.engine import ROLE_LABEL, RUN_LABEL, WORKBENCH, DockerEngine
 
 SECRET = "s3cr3t-token-do-not-leak"
 

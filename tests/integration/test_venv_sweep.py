@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from matrix import interpreters
+from matrix.backends import interpreters
 
 MATRIX = """
 bases:

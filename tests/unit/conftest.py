@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from matrix import interpreters, spec
+from matrix import spec
+from matrix.backends import interpreters
 
 
 @pytest.fixture

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from matrix.classify import Outcome
-from matrix.store import Record, load_records
+from matrix.store import Outcome, Record, load_records
 
 RESOURCES = Path(__file__).resolve().parents[1] / "resources"
 DOCKERFILES = RESOURCES / "dockerfiles"

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from matrix import advisor, evidence, registry
-from matrix.classify import Outcome
+from matrix import registry
 from matrix.errors import EXIT_CONFIG, ConfigError
-from matrix.store import Record
+from matrix.registry import advisor, evidence
+from matrix.store import Outcome, Record
 from tests.unit import real_cells
 
 REPO_REGISTRY = Path(__file__).resolve().parents[2] / "registry" / "known-issues.yaml"

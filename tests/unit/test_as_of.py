@@ -7,7 +7,7 @@ import datetime as dt
 
 from matrix import install
 from matrix.cells import Cell
-from matrix.spec import expand
+from matrix.index import expand
 
 MATRIX = """
 bases: {b: {python: "3.11"}}
@@ -49,7 +49,7 @@ def test_without_a_day_nothing_is_excluded(make_spec) -> None:
 
 def test_the_printed_recipe_carries_the_day(make_spec) -> None:
     """`compat-matrix reproduce` prints these commands: the Dockerfile of a cell carries it too."""
-    from matrix import dockerfile
+    from matrix.backends import dockerfile
 
     s = expand(make_spec(MATRIX.replace('{python: "3.11"}', '{image: "python:3.11-slim", python: "3.11"}')),
                dt.date(2023, 6, 1))

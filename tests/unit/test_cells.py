@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from matrix import cells, dockerfile, install
+from matrix import cells, install
+from matrix.backends import dockerfile
 
 MATRIX = """
 bases:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from matrix.classify import Outcome, Verdict, classify_install, classify_probe, classify_probes
+from matrix.classify import Verdict, classify_install, classify_probe, classify_probes
 from matrix.probing import RunResult, judge, parse
+from matrix.store import Outcome
 
 DATA = Path(__file__).parent / "data"
 

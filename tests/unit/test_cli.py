@@ -147,7 +147,7 @@ def test_an_unchanged_table_stands_only_while_its_registry_is_older(tmp_path: Pa
     os.utime(reg_file, (1, 1))
     assert not pipeline._table_current(results, known, "d1", True)  # no known-good pins written yet
     assert pipeline._table_current(results, known, "d1", False)  # ... which this directory does not feed
-    from matrix import knowngood
+    from matrix.registry import knowngood
 
     knowngood.default_path(known).write_text("")
     assert pipeline._table_current(results, known, "d1", True) and pipeline._table_current(results, None, "d1", True)

@@ -12,10 +12,8 @@ from pathlib import Path
 import pytest
 
 from matrix import probing
-from matrix.cells import Cell
-from matrix.classify import Outcome
-from matrix.docker_backend import KEEP_MARK, DockerBackend, prefix_failure, reap_script
-from matrix.engine import (
+from matrix.backends.docker import KEEP_MARK, DockerBackend, prefix_failure, reap_script
+from matrix.backends.engine import (
     PROBE,
     ROLE_LABEL,
     RUN_LABEL,
@@ -28,8 +26,10 @@ from matrix.engine import (
     liveness,
     outran,
 )
+from matrix.cells import Cell
 from matrix.probing import RunResult, judge
 from matrix.resultcache import ResultCache
+from matrix.store import Outcome
 from matrix.sweep import sweep
 
 MATRIX = """

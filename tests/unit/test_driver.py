@@ -13,7 +13,8 @@ import pytest
 
 from matrix import probing
 from matrix.cells import Cell
-from matrix.classify import Outcome, classify_probe, classify_probes
+from matrix.classify import classify_probe, classify_probes
+from matrix.store import Outcome
 from tests.unit.conftest import interpreter
 
 NASTY = {

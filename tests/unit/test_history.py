@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from matrix.classify import Outcome
 from matrix.cli import main
 from matrix.history import diff, format_diff
-from matrix.store import Record, RecordLog
+from matrix.store import Outcome, Record, RecordLog
 
 
 def rec(cell: str, outcome: Outcome, error: str = "") -> Record:

@@ -19,7 +19,7 @@ from packaging.version import Version
 from matrix import index
 from matrix import spec as spec_mod
 from matrix.errors import ConfigError
-from matrix.index import Query
+from matrix.spec import Query
 
 DATA = json.loads((Path(__file__).parent / "data" / "index-numpy.json").read_text())
 JSON = "application/vnd.pypi.simple.v1+json"
@@ -258,7 +258,7 @@ def test_a_specifier_axis_of_a_project_the_index_does_not_have(make_spec, tmp_pa
         s = make_spec(f"bases: {{b: {{python: '3.11'}}}}\npackages: {{nmupy: {{spec: '>=1'}}}}\n"
                       f"install: {{index_url: '{served.url}', ca_bundle: none}}\n")
         with pytest.raises(ConfigError) as info:
-            bounded(spec_mod.expand, s)
+            bounded(index.expand, s)
     assert info.value.key == "packages.nmupy" and "no project nmupy" in str(info.value)
 
 
@@ -355,14 +355,14 @@ def test_an_answer_that_is_not_an_index_stops_the_check_as_infra(make_spec, tmp_
 
 
 def test_as_of_a_pin_uploaded_later_is_not_in_that_world(make_spec, recorded: Index) -> None:
-    s = spec_mod.expand(make_spec(matrix(recorded.url, "numpy: ['1.26.4', '2.2.6']")), dt.date(2024, 6, 1))
+    s = index.expand(make_spec(matrix(recorded.url, "numpy: ['1.26.4', '2.2.6']")), dt.date(2024, 6, 1))
     assert s.as_of == dt.date(2024, 6, 1)
     with pytest.raises(ConfigError) as info:
         bounded(index.check_releases, s)
     assert info.value.key == "packages.numpy[1]"
     assert "numpy 2.2.6 was uploaded on 2025-05-17, after --as-of 2024-06-01" in str(info.value)
     assert "nearest as of then: 1.26.4" in str(info.value)
-    ok = spec_mod.expand(make_spec(matrix(recorded.url, "numpy: ['1.26.4']")), dt.date(2024, 6, 1))
+    ok = index.expand(make_spec(matrix(recorded.url, "numpy: ['1.26.4']")), dt.date(2024, 6, 1))
     assert bounded(index.check_releases, ok) == []
 
 
@@ -370,7 +370,7 @@ def test_yanked_pins_specifier_axes_and_other_sources(make_spec, recorded: Index
     notes = bounded(index.check_releases, make_spec(matrix(recorded.url, "numpy: ['2.4.0']")))
     assert len(notes) == 1 and "yanked" in notes[0] and "packages.numpy[0]" in notes[0]
     # a specifier axis takes its versions from the index: nothing to check
-    axis = spec_mod.expand(make_spec(matrix(recorded.url, "numpy: {spec: '>=2.2,<2.3'}")))
+    axis = index.expand(make_spec(matrix(recorded.url, "numpy: {spec: '>=2.2,<2.3'}")))
     assert bounded(index.check_releases, axis) == []
     # a version on an extra index counts
     extra_page = json.dumps({"name": "numpy", "files": [{"filename": "numpy-1.99.0.tar.gz"}]}).encode()

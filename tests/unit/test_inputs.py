@@ -13,7 +13,7 @@ import pytest
 
 from matrix.errors import ConfigError
 from matrix.inputs import load_yaml
-from matrix.resultcache import cache_root
+from matrix.paths import cache_root
 
 MATRIX = "bases: {b: {image: x, python: '3.11'}}\npackages: {numpy: ['1.26.4', 2.0]}\nlimits: {timeout_s: 1.5}\n"
 

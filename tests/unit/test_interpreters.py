@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from matrix import interpreters
+from matrix.backends import interpreters
 
 
 def test_this_interpreter_is_found_by_path_and_by_version() -> None:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import yaml
 
-from matrix import evidence, knowngood, registry
-from matrix.classify import Outcome
+from matrix import registry
+from matrix.registry import evidence, knowngood
+from matrix.store import Outcome
 from tests.unit import real_cells
 
 REPO_REGISTRY = Path(__file__).resolve().parents[2] / "registry" / "known-issues.yaml"

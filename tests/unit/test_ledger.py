@@ -11,10 +11,9 @@ import pytest
 
 from matrix import cells, spec
 from matrix import run as pipeline
-from matrix.classify import Outcome
 from matrix.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, ConfigError
 from matrix.ledger import LEDGER_FILE, Ledger, matrix_digest
-from matrix.store import Record, records_jsonl
+from matrix.store import Outcome, Record, records_jsonl
 
 MATRIX = """
 bases:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from matrix import cells, dockerparse, pipcmd, preflight, registry, spec
+from matrix import cells, registry, spec
 from matrix.errors import EXIT_CONFIG, ConfigError
+from matrix.registry import dockerparse, pipcmd, preflight
 from tests.unit import real_cells
 
 D = real_cells.DOCKERFILES

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from matrix import registry
-from matrix.classify import Outcome
 from matrix.errors import EXIT_CONFIG, ConfigError
+from matrix.store import Outcome
 from tests.unit import real_cells
 
 REPO_REGISTRY = Path(__file__).resolve().parents[2] / "registry" / "known-issues.yaml"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from matrix import registry_cli
 from matrix.errors import EXIT_CONFIG, CompatMatrixError
+from matrix.registry import commands as registry_cli
 from tests.unit import real_cells
 
 REPO_REGISTRY = Path(__file__).resolve().parents[2] / "registry" / "known-issues.yaml"

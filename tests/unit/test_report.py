@@ -6,8 +6,7 @@ import csv
 from pathlib import Path
 
 from matrix import report, store
-from matrix.classify import Outcome
-from matrix.store import Record, RecordLog, load_records
+from matrix.store import Outcome, Record, RecordLog, load_records
 
 
 def rec(numpy: str, mode: str, outcome: Outcome, error: str = "") -> Record:
@@ -96,7 +95,7 @@ def test_failures_name_their_issue_and_fix_and_new_ones_get_a_suggested_entry(tm
 def test_a_crash_mid_write_leaves_the_old_file_whole(tmp_path: Path, monkeypatch) -> None:
     import os
 
-    from matrix.store import atomic_write
+    from matrix.paths import atomic_write
 
     target = tmp_path / "matrix.csv"
     atomic_write(target, "old table\n")

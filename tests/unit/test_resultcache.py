@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from matrix import resultcache
+from matrix import paths, resultcache
 from matrix.cells import Cell
-from matrix.classify import Outcome
+from matrix.index import expand
 from matrix.resultcache import ResultCache
-from matrix.spec import expand
-from matrix.store import Record
+from matrix.store import Outcome, Record
 
 MATRIX = """
 bases: {b: {image: "python:3.11-slim", python: "3.11"}}
@@ -97,6 +96,6 @@ def test_verdicts_round_trip_and_infra_errors_are_never_kept(make_spec, tmp_path
 def test_cache_root_honours_its_variable_then_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("COMPAT_MATRIX_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert resultcache.cache_root() == tmp_path / "xdg" / "compat-matrix"
+    assert paths.cache_root() == tmp_path / "xdg" / "compat-matrix"
     monkeypatch.setenv("COMPAT_MATRIX_CACHE", str(tmp_path / "mine"))
-    assert resultcache.cache_root() == tmp_path / "mine"
+    assert paths.cache_root() == tmp_path / "mine"

@@ -11,8 +11,9 @@ import pytest
 
 from matrix import probing
 from matrix.cells import Cell
-from matrix.classify import Outcome, Verdict
+from matrix.classify import Verdict
 from matrix.probing import DriverReport, Probed, SharedProbes
+from matrix.store import Outcome
 from tests.unit.conftest import interpreter
 
 TOGETHER = Cell("b", "together", (("numpy", "1.26.4"),))

@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 
 from matrix.cells import Cell
-from matrix.classify import Outcome
 from matrix.errors import Cancelled
 from matrix.resultcache import ResultCache
 from matrix.spec import Base
-from matrix.store import Record, load_records
+from matrix.store import Outcome, Record, load_records
 from matrix.sweep import _Pending, sweep
 
 CELLS = tuple(Cell("b", "together", (("numpy", v),)) for v in ("1.0", "2.0", "3.0"))

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from matrix import locks
+from matrix.backends.venv import KEPT_MARK, VenvBackend, live_lock
 from matrix.cells import Cell
-from matrix.classify import Outcome
-from matrix.venv_backend import KEPT_MARK, VenvBackend, live_lock
+from matrix.store import Outcome
 
 
 @pytest.fixture(autouse=True)
@@ -75,7 +75,7 @@ SPEC = "bases: {py: {python: '3.11'}, gone: {python: '3.98'}}\npackages: {numpy:
 OTHER_RUN = """
 import sys, tempfile, time
 from matrix import spec
-from matrix.venv_backend import VenvBackend
+from matrix.backends.venv import VenvBackend
 b = VenvBackend(spec.load(sys.argv[1]), sys.argv[2])
 b.start()
 print(tempfile.mkdtemp(prefix=f"compat-matrix-{sys.argv[2]}-"), flush=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-from matrix.store import atomic_write
+from matrix.paths import atomic_write
 
 _VERSION = re.compile(r"^[0-9]+\.[0-9]+$")
 
@@ -80,7 +80,7 @@ def _probe(path: Path) -> Interpreter | None:
         return None
     # Asking an interpreter its version costs a process start (40 ms, most of an unchanged
     # re-run): the answer is kept for as long as the file that gave it is the same file.
-    from matrix.resultcache import cache_root  # here: resultcache imports much of the package
+    from matrix.paths import cache_root
 
     st = path.resolve().stat()
     key = f"{path}|{path.resolve()}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}"

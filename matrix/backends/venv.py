@@ -21,13 +21,13 @@ from pathlib import Path
 
 from uv import find_uv_bin
 
-from matrix import install, interpreters, locks, probing, resultcache
+from matrix import install, locks, paths, probing
+from matrix.backends import interpreters
 from matrix.cells import Cell
-from matrix.classify import Outcome, Verdict, classify_install
-from matrix.errors import Cancelled
-from matrix.install import redact
+from matrix.classify import Verdict, classify_install
+from matrix.errors import Cancelled, redact
 from matrix.spec import Base, Spec
-from matrix.store import Record
+from matrix.store import Outcome, Record
 
 # An installer step that runs this long is stuck on the network, not telling us about the pins.
 _INSTALL_TIMEOUT_S = 1800
@@ -184,7 +184,7 @@ class VenvBackend:
                                                  pycache=str(work / "pycache")), HOME=str(home))
             # Its probes run as the user anyway: the bytecode they write is no less trusted than the
             # venv they ran in, so they may add to what later cells share (probes/_bytecode.py).
-            probe_env.update(COMPAT_MATRIX_PYC_OVERLAY=str(resultcache.cache_root() / "pyc"),
+            probe_env.update(COMPAT_MATRIX_PYC_OVERLAY=str(paths.cache_root() / "pyc"),
                              COMPAT_MATRIX_PYC_WRITABLE="1")
             ran = self._proc([python, str(probing.probes_dir() / "_driver.py")], probe_env, work,
                              probing.driver_timeout(limits.timeout_s))

@@ -23,10 +23,10 @@ from pathlib import Path
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 
-from matrix import pipcmd
 from matrix.errors import ConfigError
 from matrix.inputs import read_text
-from matrix.pipcmd import Spec
+from matrix.registry import pipcmd
+from matrix.registry.pipcmd import Spec
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-+])([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 _HEREDOC = re.compile(r"<<(-?)\s*[\"']?([A-Za-z_][A-Za-z0-9_]*)[\"']?")

@@ -24,12 +24,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from matrix import dockerparse, evidence
-from matrix.classify import Outcome
-from matrix.dockerparse import Dockerfile, Effective
 from matrix.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, ConfigError
-from matrix.registry import Registry, collapse
-from matrix.store import Record
+from matrix.registry import Registry, collapse, dockerparse, evidence
+from matrix.registry.dockerparse import Dockerfile, Effective
+from matrix.store import Outcome, Record
 
 ERROR, WARNING, NOTE = "error", "warning", "note"
 

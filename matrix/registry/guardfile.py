@@ -1,4 +1,5 @@
-"""Writes the guard: matrix/guard.py with the registry's entries embedded as JSON.
+"""Writes the guard: probes/_guard.py (a script that runs in users' images, like the probes) with the
+registry's entries embedded as JSON.
 
 The guard runs inside the user's image with nothing but the standard library, so everything it
 needs (signatures, causes, fixes, probes, where each issue was seen) travels inside the file.
@@ -11,11 +12,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from matrix import evidence
-from matrix.registry import Registry
-from matrix.store import Record, atomic_write
+from matrix import probing
+from matrix.paths import atomic_write
+from matrix.registry import Registry, evidence
+from matrix.store import Record
 
-TEMPLATE = Path(__file__).with_name("guard.py")
+TEMPLATE = probing.probes_dir() / "_guard.py"
 _MARKER = "ISSUES_JSON = '[]'"
 DEFAULT_NAME = "guard.py"
 

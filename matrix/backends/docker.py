@@ -33,10 +33,9 @@ from typing import Protocol
 
 from uv import find_uv_bin
 
-from matrix import dockerfile, install, probing
-from matrix.cells import Cell
-from matrix.classify import Outcome, Verdict, classify_install
-from matrix.engine import (
+from matrix import install, probing
+from matrix.backends import dockerfile
+from matrix.backends.engine import (
     CELL_LABEL,
     HOST_LABEL,
     PROBE,
@@ -47,11 +46,12 @@ from matrix.engine import (
     ContainerState,
     EngineFault,
 )
-from matrix.errors import ENGINE_GONE, Cancelled
-from matrix.install import redact
+from matrix.cells import Cell
+from matrix.classify import Verdict, classify_install
+from matrix.errors import ENGINE_GONE, Cancelled, redact
 from matrix.probing import RunResult
 from matrix.spec import Base, Spec
-from matrix.store import Record
+from matrix.store import Outcome, Record
 
 # The run label of what outlives runs (prefix images, the package cache volume): `compat-matrix
 # clean` removes them by it.

@@ -23,10 +23,9 @@ from typing import Any
 
 import yaml
 
-from matrix import evidence
-from matrix.classify import Outcome
-from matrix.registry import Registry
-from matrix.store import Record, atomic_write
+from matrix.paths import atomic_write
+from matrix.registry import Registry, evidence
+from matrix.store import Outcome, Record
 
 FILE_NAME = "known-good.yaml"
 _MODE_ORDER = {"together": 0, "layered": 1}

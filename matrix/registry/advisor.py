@@ -13,11 +13,9 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from matrix import evidence
-from matrix.classify import Outcome
 from matrix.errors import ConfigError
-from matrix.registry import Issue, Registry, collapse
-from matrix.store import Record
+from matrix.registry import Issue, Registry, collapse, evidence
+from matrix.store import Outcome, Record
 
 _QUERY = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([A-Za-z0-9.!+_-]+)\s*$")
 _MODE_ORDER = {"together": 0, "layered": 1}

@@ -49,11 +49,10 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from matrix import evidence
-from matrix.classify import Outcome
 from matrix.errors import ConfigError
 from matrix.inputs import load_yaml, read_text
-from matrix.store import Record
+from matrix.registry import evidence
+from matrix.store import Outcome, Record
 
 DEFAULT_PATH = Path("registry") / "known-issues.yaml"
 ENTRY_KEYS = ("issue", "error", "cause", "solution", "versions", "probe", "requires")
@@ -653,6 +652,6 @@ def suggest_entry(group: UnmatchedGroup, registry: Registry | None = None) -> st
 def _install_pins(command: str) -> dict[str, str]:
     # Here, not at the top: the command parser (packaging's requirements) is needed only for
     # entries whose solution is a command, and a re-run that writes nothing needs none of it.
-    from matrix import pipcmd
+    from matrix.registry import pipcmd
 
     return pipcmd.install_pins(command)

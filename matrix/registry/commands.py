@@ -10,8 +10,9 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from matrix import evidence, guardfile, registry, spec
+from matrix import registry, spec
 from matrix.errors import EXIT_OK, ConfigError
+from matrix.registry import evidence, guardfile
 from matrix.store import Record
 
 Handler = Callable[[argparse.Namespace], int]
@@ -57,7 +58,7 @@ def _images(config: Path | None) -> dict[str, str]:
 def cmd_pins(args: argparse.Namespace) -> int:
     reg = registry.load(args.registry)
     records = evidence.latest_records(args.results)
-    from matrix import advisor  # here: `compat-matrix run` need not load it
+    from matrix.registry import advisor
 
     advice = advisor.advise(records, args.query, base=args.base, registry=reg, maximise=args.newest)
     print(advisor.format_advice(advice), end="")
@@ -66,7 +67,7 @@ def cmd_pins(args: argparse.Namespace) -> int:
 
 def cmd_preflight(args: argparse.Namespace) -> int:
     reg = registry.load(args.registry)
-    from matrix import preflight  # here: `compat-matrix run` need not load it
+    from matrix.registry import preflight
 
     report = preflight.preflight(
         args.dockerfile, args.baseline, _records_if_any(args.results), reg,
@@ -105,7 +106,7 @@ def cmd_registry(args: argparse.Namespace) -> int:
         print("suggested entry for the registry:")
         print(registry.suggest_entry(group, reg), end="")
     if args.write_known_good:
-        from matrix import knowngood
+        from matrix.registry import knowngood
 
         path = knowngood.write(records, reg)
         print(f"\nwrote {path}")

@@ -12,10 +12,9 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-from matrix.classify import Outcome
 from matrix.errors import ConfigError
 from matrix.spec import canonical_name
-from matrix.store import Record, load_records
+from matrix.store import Outcome, Record, load_records
 
 # What report.write leaves behind: the records behind the table.
 RECORDS_FILE = "records.jsonl"

@@ -1,0 +1,1 @@
+"""The backends a cell runs on: docker (engine, dockerfile) and venv (interpreters)."""
