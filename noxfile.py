@@ -62,9 +62,14 @@ def unit(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff over the package, the probes, the tests, the benchmarks and this file."""
+    """ruff over everything; the package's layers (import-linter: only downward imports, no cycle,
+    every module placed); its types (mypy). Their settings are in pyproject.toml."""
     session.install("ruff")
     session.run("ruff", "check", "matrix", "probes", "tests", "benchmarks", "noxfile.py", *session.posargs)
+    install_project(session)
+    session.install("import-linter", "mypy")
+    session.run("lint-imports")
+    session.run("mypy")
 
 
 @nox.session

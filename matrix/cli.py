@@ -313,7 +313,7 @@ def entry() -> int:
     """The process's command line (`compat-matrix`, `python -m matrix`): main(), then the objects it
     made are left out of the interpreter's last garbage collection, which walked every one of them
     on the way out (11 ms of a 0.11 s unchanged re-run); the process ends right after."""
-    sys.stdout = _ReaderGone(sys.stdout)  # type: ignore[assignment]
+    sys.stdout = _ReaderGone(sys.stdout)
     code = main()
     gc.freeze()
     return code

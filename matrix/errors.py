@@ -20,13 +20,13 @@ EXIT_INTERRUPTED = 130  # Ctrl-C; SIGTERM ends with 143
 ENGINE_GONE = "the Docker Engine stopped answering"
 
 # A URL's credentials: scheme://user:password@. What a hand-typed password may hold is hidden too:
-# anything up to the last '@' before the host's first '/' or the line's end (spaces, '$', quotes,
-# a raw '@'); failing that, after "user:", anything but whitespace up to the word's last '@' (a
-# '/'). A mistyped URL, or one without a path followed on its line by an '@', loses more than its
-# credentials rather than showing part of them. A scheme starts a word, and no scan goes past the
-# next URL's '://': linear in the text.
+# after "user:", anything but whitespace up to the word's last '@' ('@' and '/' in a password);
+# failing that, anything up to the last '@' before the host's first '/' or the line's end (spaces,
+# '$', quotes). A mistyped URL, or one with a space in its password and no path, followed on its
+# line by an '@', loses more than its credentials rather than showing part of them. A scheme starts
+# a word, and no scan goes past the next URL's '://': linear in the text.
 URL_CREDENTIALS = re.compile(r"(?<![A-Za-z0-9+.-])(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)"
-                             r"(?:[^/\r\n]*@|[^/\s:@]*:(?:(?!://)\S)*@)")
+                             r"(?:[^/\s:@]*:(?:(?!://)\S)*@|[^/\r\n]*@)")
 
 
 def redact(text: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import html as htmllib
 import json
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from xml.sax.saxutils import escape
 
 import pandas as pd
@@ -172,17 +173,21 @@ def as_json(df: pd.DataFrame) -> str:
 _FLOATS = {float("inf"): "Infinity", float("-inf"): "-Infinity"}
 
 
+# json's own encoder of a string (what json.dumps uses), not in the module's declared interface.
+_ENCODE: Callable[[str], str] = getattr(json.encoder, "encode_basestring")  # noqa: B009
+
+
 def _json_value(value: object) -> str | None:
-    """One scalar as json.dumps writes it; None for anything that is not a plain scalar."""
-    kind = type(value)
-    if kind is str:
-        return json.encoder.encode_basestring(value)  # type: ignore[attr-defined]
-    if kind is float:
-        return "NaN" if value != value else _FLOATS.get(value) or float.__repr__(value)  # type: ignore[arg-type]
-    if kind is bool:
+    """One scalar as json.dumps writes it; None for anything that is not a plain scalar (exact types:
+    a bool is no int here, a str subclass is no str)."""
+    if type(value) is str:
+        return _ENCODE(value)
+    if type(value) is float:
+        return "NaN" if value != value else _FLOATS.get(value) or float.__repr__(value)
+    if type(value) is bool:
         return "true" if value else "false"
-    if kind is int:
-        return int.__repr__(value)  # type: ignore[arg-type]
+    if type(value) is int:
+        return int.__repr__(value)
     if value is None:
         return "null"
     return None
@@ -198,8 +203,8 @@ def _json_rows(df: pd.DataFrame) -> str | None:
         return None
     if df.empty:
         return None
-    encode = json.encoder.encode_basestring  # type: ignore[attr-defined]
-    encoded = []
+    encode = _ENCODE
+    encoded: list[list[str]] = []
     for i in range(df.shape[1]):
         values = df.iloc[:, i].tolist()
         if set(map(type, values)) == {str}:
@@ -208,7 +213,7 @@ def _json_rows(df: pd.DataFrame) -> str | None:
         column = [_json_value(v) for v in values]
         if None in column:
             return None
-        encoded.append(column)
+        encoded.append([c for c in column if c is not None])
     # One row: "  {\n   "cell": …,\n   "base": …\n  }", the keys written once into a template.
     keys = [encode(name).replace("{", "{{").replace("}", "}}") for name in df.columns]
     template = "  {{\n" + ",\n".join(f"   {key}: {{}}" for key in keys) + "\n  }}"

@@ -181,7 +181,7 @@ def _strict_loader() -> type:
 
         def construct_object(self, node: Any, deep: bool = False) -> Any:
             try:
-                return super().construct_object(node, deep)  # type: ignore[no-untyped-call]
+                return super().construct_object(node, deep)
             except (ValueError, OverflowError) as e:  # a 5000-digit int, a 30th of February
                 value = str(node.value) if isinstance(node, yaml.ScalarNode) else ""
                 shown = repr(value) if len(value) <= 40 else f"{value[:30]!r}... ({len(value)} characters)"
@@ -225,7 +225,7 @@ def _strict_loader() -> type:
     def construct_mapping(loader: StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node in loader.own_keys.get(id(node), [k for k, _ in node.value]):
-            key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            key = loader.construct_object(key_node, deep=deep)
             try:
                 duplicate = key in seen
             except TypeError:  # an unhashable key: construct_mapping says so, with its place

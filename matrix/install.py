@@ -64,7 +64,7 @@ class RunInstalls:
         with self._lock:
             self._done.update(self._pins(cell))
 
-    def install(self, cell: Cell, attempt: Callable[[bool], Verdict | None], start_over: Callable[[], None],
+    def install(self, cell: Cell, attempt: Callable[[bool], Verdict | None], start_over: Callable[[], object],
                 log: list[str]) -> Verdict | None:
         """Install the cell with `attempt(offline)`, which returns the verdict of a failed step or None:
         offline first when the run has installed all its pins, online otherwise or after any offline

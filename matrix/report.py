@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import re
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +15,6 @@ from packaging.version import Version
 from matrix import exports
 from matrix.cells import Cell
 from matrix.paths import atomic_write
-from matrix.registry import Issue, Registry, group_unmatched, suggest_entry
 from matrix.store import Outcome, Record, records_jsonl
 
 SYMBOLS = {
@@ -45,6 +45,18 @@ MEANINGS = {
 NO_CELL = "·"
 
 
+@dataclass(frozen=True)
+class Annotations:
+    """What the known-issue registry says about a table's cells (made by matrix.registry.annotate):
+    the issue each failing cell hit, each issue's fix, and entries to paste for the failures no entry
+    matches. The table only shows them: it knows no registry."""
+
+    issues: dict[str, str] = field(default_factory=dict)  # cell id → issue name
+    fixes: dict[str, str] = field(default_factory=dict)  # issue name → its solution
+    new_entries: list[str] = field(default_factory=list)  # YAML entries to paste
+    registry_path: str = "the registry"
+
+
 def packages_of(records: list[Record], packages: tuple[str, ...] = ()) -> list[str]:
     """The package columns: the given order first, then any others the records pin."""
     names = list(packages)
@@ -53,10 +65,10 @@ def packages_of(records: list[Record], packages: tuple[str, ...] = ()) -> list[s
     return names
 
 
-def table(records: list[Record], packages: tuple[str, ...] = (), registry: Registry | None = None) -> pd.DataFrame:
+def table(records: list[Record], packages: tuple[str, ...] = (), notes: Annotations | None = None) -> pd.DataFrame:
     """One row per cell; `issue` names the registry entry a failing cell hit."""
     names = packages_of(records, packages)
-    hits = registry.matches(r for r in records if r.outcome is not Outcome.NOT_RUN) if registry else {}
+    hits = notes.issues if notes is not None else {}
     columns = ["cell", "base", "mode", *names, "outcome", "error", "issue",
                *(f"installed_{p}" for p in names), "duration_s", "backend", "python", "engine"]
     if len(set(columns)) < len(columns):  # a package named like a column: one dict per row decides
@@ -67,7 +79,7 @@ def table(records: list[Record], packages: tuple[str, ...] = (), registry: Regis
     data.update({p: [r.pins.get(p, "") for r in records] for p in names})
     data["outcome"] = [r.outcome.value for r in records]
     data["error"] = [r.error for r in records]
-    data["issue"] = [hits[r.cell].name if r.cell in hits else "" for r in records]
+    data["issue"] = [hits.get(r.cell, "") for r in records]
     data.update({f"installed_{p}": [r.installed.get(p) or "" for r in records] for p in names})
     data["duration_s"] = [r.duration_s for r in records]
     data["backend"] = [r.backend for r in records]
@@ -78,11 +90,11 @@ def table(records: list[Record], packages: tuple[str, ...] = (), registry: Regis
     return pd.DataFrame(data, columns=columns)
 
 
-def _row(r: Record, names: list[str], hits: dict[str, Issue]) -> dict[str, object]:
+def _row(r: Record, names: list[str], hits: dict[str, str]) -> dict[str, object]:
     row: dict[str, object] = {"cell": r.cell, "base": r.base, "mode": r.mode}
     row.update({p: r.pins.get(p, "") for p in names})
     row.update({"outcome": r.outcome.value, "error": r.error,
-                "issue": hits[r.cell].name if r.cell in hits else ""})
+                "issue": hits.get(r.cell, "")})
     row.update({f"installed_{p}": r.installed.get(p) or "" for p in names})
     row.update({"duration_s": r.duration_s, "backend": r.backend, "python": r.python or "",
                 "engine": r.engine})
@@ -112,8 +124,7 @@ def pivot(df: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     return grid.fillna(NO_CELL)
 
 
-def markdown(df: pd.DataFrame, names: list[str], registry: Registry | None = None,
-             records: list[Record] | None = None, changes: str | None = None,
+def markdown(df: pd.DataFrame, names: list[str], notes: Annotations | None = None, changes: str | None = None,
              title: str = "Compatibility matrix", grid: pd.DataFrame | None = None,
              about: list[str] | None = None) -> str:
     """The table as Markdown; `grid` is pivot(df, names) when the caller already has it; `about`:
@@ -137,24 +148,19 @@ def markdown(df: pd.DataFrame, names: list[str], registry: Registry | None = Non
         out += ["## Cells that did not pass", ""]
         details = failing[["cell", "outcome", "error", "issue"]].copy()
         details["error"] = details["error"].map(lambda e: _one_line(e, 240))
-        if registry is not None:
+        if notes is not None:
             # The fix next to the failure: what the seed's KNOWN_ISSUES list was for.
-            fixes: dict[str, str] = {}
-            for name in dict.fromkeys(details["issue"]):
-                issue = registry.get(name)
-                fixes[name] = _one_line(issue.solution, 120) if issue else ""
+            fixes = {name: _one_line(notes.fixes.get(name, ""), 120) for name in dict.fromkeys(details["issue"])}
             details["fix"] = details["issue"].map(fixes)
         else:
             details = details.drop(columns="issue")
         out.append(github_table(details, index=False))
         out.append("")
-    if registry is not None and records:
-        groups = group_unmatched(records, registry)
-        if groups:
-            out += ["## New failures (no registry entry matches)", "",
-                    f"Paste an entry into {registry.path or 'the registry'} once the cause and the fix are known:", ""]
-            for g in groups:
-                out += ["```yaml", suggest_entry(g, registry).rstrip(), "```", ""]
+    if notes is not None and notes.new_entries:
+        out += ["## New failures (no registry entry matches)", "",
+                f"Paste an entry into {notes.registry_path} once the cause and the fix are known:", ""]
+        for entry in notes.new_entries:
+            out += ["```yaml", entry.rstrip(), "```", ""]
     out += ["## Legend", ""]
     legend = pd.DataFrame([{"": SYMBOLS[o], "outcome": o.value, "meaning": MEANINGS[o]} for o in Outcome]
                           + [{"": NO_CELL, "outcome": "no cell", "meaning": "not a cell of the matrix (excluded)"}])
@@ -252,18 +258,18 @@ def not_run_rows(cells: list[Cell]) -> list[Record]:
 
 
 def write(records: list[Record], results_dir: Path, packages: tuple[str, ...] = (),
-          registry: Registry | None = None, changes: str | None = None, *,
+          notes: Annotations | None = None, changes: str | None = None, *,
           not_run: list[Cell] | None = None, about: list[str] | None = None) -> list[Path]:
     """The table and the records behind it (records.jsonl: what the registry and advisor read).
     `not_run`: cells of the matrix without a record, rows of the table with their own symbol."""
     rows = records + not_run_rows(not_run or []) if not_run else records
     names = packages_of(rows, packages)
-    df = table(rows, packages, registry)
+    df = table(rows, packages, notes)
     grid = pivot(df, names)
     outputs = {
         "records.jsonl": records_jsonl(records),
         "matrix.csv": df.to_csv(index=False),
-        "matrix.md": markdown(df, names, registry, records, changes, grid=grid, about=about),
+        "matrix.md": markdown(df, names, notes, changes, grid=grid, about=about),
         "matrix.html": exports.html(df, names, grid),
         "junit.xml": exports.junit(df),
         "matrix.json": exports.as_json(df),

@@ -161,7 +161,7 @@ def _close_meanwhile(backend: sweep.Backend) -> Callable[[], None]:
     def close() -> None:
         try:
             backend.close(interrupted=False)
-        except Exception as e:  # handed to the waiter
+        except Exception as e:  # noqa: BLE001 - handed to the waiter
             failed.append(e)
 
     thread = threading.Thread(target=close, name="compat-matrix-close")
@@ -242,7 +242,8 @@ def write_table(ledger: Ledger, plan: cells.Plan, s: spec.Spec, known: Registry 
              + (f", {len(not_run)} not run yet (`compat-matrix run --resume` runs them)" if not_run else "")
              + ". Each verdict is the latest its cell got; the records name the run that made it.",
              *(notes or [])]
-    paths += report.write(table, results, s.package_names, known,
+    annotations = registry.annotate(known, table) if known is not None else None
+    paths += report.write(table, results, s.package_names, annotations,
                           history.format_diff(changes, markdown=True) if changes else None,
                           not_run=not_run, about=about)
     paths.append(history.keep(table, results, run_id))
@@ -332,7 +333,7 @@ def run(options: Options, echo: Echo = print) -> Result:
                 backend.close(interrupted=outcome is None or outcome.interrupted is not None)
             else:
                 closed()
-        except Exception as e:  # a failed cleanup must not hide the results
+        except Exception as e:  # noqa: BLE001 - a failed cleanup must not hide the results
             out.problems.append(f"cleanup of run {out.run_id} failed: {e}")
         run_lock.release()
         results_lock.release(remove=False)

@@ -289,7 +289,7 @@ class _Validator:
         if not packages:
             raise self.fail("packages", "is empty", "declare at least one package, e.g. numpy: [\"1.26.4\"]")
         seen: dict[str, str] = {}
-        out = []
+        out: list[tuple[str, tuple[str, ...]]] = []
         for name, versions in packages.items():
             key = f"packages.{name}"
             if not _NAME.match(name):

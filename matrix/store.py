@@ -42,8 +42,10 @@ class CellLike(Protocol):
 
     @property
     def id(self) -> str: ...
-    base: str
-    mode: str
+    @property
+    def base(self) -> str: ...
+    @property
+    def mode(self) -> str: ...
 
     @property
     def pin_dict(self) -> dict[str, str]: ...
@@ -111,7 +113,7 @@ class RecordLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._file = open(path, "w", encoding="utf-8")
 
     def append(self, *records: Record) -> None:
         for record in records:

@@ -227,7 +227,9 @@ class DockerBackend:
     def _base_error(self, base_name: str) -> str | None:
         # Once per base: a missing image is the same failure for all of its cells.
         if base_name not in self._base_errors:
-            self._base_errors[base_name] = self.engine.ensure_image(self.spec.base(base_name).image)
+            image = self.spec.base(base_name).image
+            self._base_errors[base_name] = (self.engine.ensure_image(image) if image is not None
+                                            else f"base {base_name} names no image")
         return self._base_errors[base_name]
 
     def run_cell(self, cell: Cell, log_dir: Path) -> Record:

@@ -11,6 +11,7 @@ is imported when the first thing has to be done.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -23,10 +24,13 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from matrix.errors import EngineUnavailable
 from matrix.probing import RunResult
+
+if TYPE_CHECKING:
+    from docker import DockerClient
 
 RUN_LABEL = "org.compat-matrix.run"
 # The machine a run lives on (for a look; whether the run is alive is read on the engine: ROLE_LABEL).
@@ -103,22 +107,41 @@ def outran(started: float, now: float, timeout_s: float) -> bool:
     return now - started >= timeout_s * 0.99
 
 
-# Bound on first use of the SDK (_load_sdk): the module, and what its calls fail with.
-docker: Any = None
-requests: Any = None
-_FAULTS: tuple[type[BaseException], ...] = ()
+class _Sdk:
+    """The docker SDK, imported on first use (0.13 s): the read-only questions of an unchanged re-run
+    go over the socket with the standard library and never need it. One object, loaded once, instead
+    of module globals rebound at run time."""
 
+    @functools.cached_property
+    def docker(self) -> Any:
+        import docker
 
-def _load_sdk() -> None:
-    global docker, requests, _FAULTS
-    if docker is None:
-        import docker as sdk
+        return docker
+
+    @functools.cached_property
+    def errors(self) -> Any:
         import docker.errors
-        import requests.exceptions as requests_exceptions
 
-        docker = sdk
-        requests = requests_exceptions
-        _FAULTS = (docker.errors.DockerException, requests.RequestException, ConnectionError)
+        return docker.errors
+
+    @functools.cached_property
+    def requests(self) -> Any:
+        import requests.exceptions
+
+        return requests.exceptions
+
+    @functools.cached_property
+    def faults(self) -> tuple[type[BaseException], ...]:
+        """What the SDK's calls fail with when the engine or the connection to it fails."""
+        return (self.errors.DockerException, self.requests.RequestException, ConnectionError)
+
+    def faults_if_loaded(self, *more: type[BaseException]) -> tuple[type[BaseException], ...]:
+        """`more` and the SDK's faults, without loading the SDK for them (a caller that may not
+        have used it)."""
+        return more + (self.faults if "docker" in self.__dict__ else ())
+
+
+_sdk = _Sdk()
 
 
 class _Socket:
@@ -156,7 +179,7 @@ class _Socket:
 
 
 class DockerEngine:
-    def __init__(self, client: docker.DockerClient | None = None) -> None:
+    def __init__(self, client: DockerClient | None = None) -> None:
         self.host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
         hint = "start dockerd, or set DOCKER_HOST to a reachable engine"
         self._client = client
@@ -171,7 +194,7 @@ class DockerEngine:
             self._socket = _Socket(path)
         try:
             version = self._socket.get("/version")[1] if self._socket else self.client.version()
-        except (EngineFault, *_FAULTS) as e:
+        except _sdk.faults_if_loaded(EngineFault) as e:
             self.close()
             raise EngineUnavailable(f"no Docker Engine answered at {self.host} ({_short(e)}); {hint}") from None
         # The SDK's name for a local socket, so records say the same whoever asked.
@@ -179,14 +202,14 @@ class DockerEngine:
         self.description = f"docker {version.get('Version', '?')} ({where})"
 
     @property
-    def client(self) -> docker.DockerClient:
+    def client(self) -> DockerClient:
         """The SDK's client, made on first use."""
         with self._lock:
-            _load_sdk()  # also for a client handed in: the SDK's errors are what its calls raise
+            _ = _sdk.faults  # loaded also for a client handed in: the SDK's errors are what its calls raise
             if self._client is None:
                 try:
-                    self._client = docker.from_env(timeout=600)
-                except _FAULTS as e:
+                    self._client = _sdk.docker.from_env(timeout=600)
+                except _sdk.faults as e:
                     raise EngineFault(f"connecting to the engine at {self.host}: {_short(e)}") from e
             return self._client
 
@@ -199,7 +222,7 @@ class DockerEngine:
             if self._socket:
                 return self._socket.get("/_ping")[0] == 200
             return bool(self.client.ping())
-        except (EngineFault, *_FAULTS):
+        except _sdk.faults_if_loaded(EngineFault):
             return False
 
     def close(self) -> None:
@@ -218,9 +241,9 @@ class DockerEngine:
             return str(found["Id"])
         try:
             return str(self.client.images.get(ref).id)
-        except docker.errors.ImageNotFound:
+        except _sdk.errors.ImageNotFound:
             return None
-        except _FAULTS as e:
+        except _sdk.faults as e:
             raise EngineFault(f"inspecting {ref}: {e}") from e
 
     def has_image(self, ref: str) -> bool:
@@ -233,7 +256,7 @@ class DockerEngine:
         try:
             self.client.images.pull(ref)
             return None
-        except _FAULTS as e:
+        except _sdk.faults as e:
             return f"base image {ref} is not on the engine and could not be pulled: {_short(e)}"
 
     def build(self, context_dir: Path, tag: str) -> BuildResult:
@@ -252,20 +275,20 @@ class DockerEngine:
                     log.append(error + "\n")
                 elif "status" in chunk:
                     log.append(str(chunk["status"]) + "\n")
-        except _FAULTS as e:
+        except _sdk.faults as e:
             raise EngineFault(f"build of {tag} failed in the engine: {_short(e)}") from e
         return BuildResult(ok=not error, log="".join(log), error=error)
 
     def ensure_volume(self, name: str, labels: dict[str, str]) -> None:
         try:
             self.client.volumes.get(name)
-        except docker.errors.NotFound:
+        except _sdk.errors.NotFound:
             try:
                 self.client.volumes.create(name, labels=labels)
-            except docker.errors.APIError as e:
+            except _sdk.errors.APIError as e:
                 if e.status_code != 409:  # created by a concurrent run meanwhile: fine
                     raise EngineFault(f"creating volume {name}: {_short(e)}") from e
-        except _FAULTS as e:
+        except _sdk.faults as e:
             raise EngineFault(f"creating volume {name}: {_short(e)}") from e
 
     def start(self, image: str, command: list[str], *, labels: dict[str, str], volumes: dict[str, str]) -> str:
@@ -284,7 +307,7 @@ class DockerEngine:
                 host_config=api.create_host_config(
                     network_mode="host", binds={name: {"bind": path, "mode": "rw"} for name, path in volumes.items()}),
             )
-        except _FAULTS as e:
+        except _sdk.faults as e:
             raise EngineFault(f"creating a container from {image}: {_short(e)}") from e
         cid = str(created["Id"])
         try:
@@ -293,11 +316,11 @@ class DockerEngine:
                 self._held[cid] = held
             api.start(cid)
             return cid
-        except _FAULTS as e:
+        except _sdk.faults as e:
             self.release(cid)
             try:
                 api.remove_container(cid, force=True)
-            except _FAULTS:
+            except _sdk.faults:
                 pass  # remove_labelled() catches it at the end of the run
             raise EngineFault(f"starting a container from {image}: {_short(e)}") from e
 
@@ -320,7 +343,7 @@ class DockerEngine:
                 return ContainerState(True)
             return ContainerState(False, st.get("ExitCode"), bool(st.get("OOMKilled")), str(st.get("Error") or ""),
                                   c.logs().decode("utf-8", "replace"))
-        except _FAULTS as e:
+        except _sdk.faults as e:
             raise EngineFault(f"inspecting container {container[:12]}: {_short(e)}") from e
 
     def put_files(self, container: str, files: dict[str, Path | bytes], mode: int = 0o644) -> None:
@@ -339,7 +362,7 @@ class DockerEngine:
                         tar.addfile(info, f)
         try:
             self.client.api.put_archive(container, "/", buf.getvalue())
-        except _FAULTS as e:
+        except _sdk.faults as e:
             raise EngineFault(f"copying files into {container[:12]}: {_short(e)}") from e
 
     def exec(self, container: str, command: list[str], environment: dict[str, str] | None = None) -> RunResult:
@@ -349,7 +372,7 @@ class DockerEngine:
             exec_id = api.exec_create(container, command, environment=environment or {})["Id"]
             out, err = api.exec_start(exec_id, demux=True)
             code = api.exec_inspect(exec_id).get("ExitCode")
-        except _FAULTS as e:
+        except _sdk.faults as e:
             raise EngineFault(f"running {command[0]} in {container[:12]}: {_short(e)}") from e
         stdout, stderr = (out or b"").decode("utf-8", "replace"), (err or b"").decode("utf-8", "replace")
         fault = exec_fault(code, stdout + stderr)
@@ -364,7 +387,7 @@ class DockerEngine:
         try:
             for v in self.client.api.volumes(filters=filters).get("Volumes") or []:
                 removed += self._gone(self.client.api.remove_volume, v["Name"], force=True)
-        except _FAULTS as e:
+        except _sdk.faults as e:
             raise EngineFault(f"removing the cache volumes: {_short(e)}") from e
         return removed
 
@@ -389,7 +412,7 @@ class DockerEngine:
                 cap_drop=["ALL"], security_opt=["no-new-privileges"], read_only=True,
                 tmpfs={"/tmp": "rw,size=512m"}, user="65534:65534", detach=True,
             )
-        except _FAULTS as e:
+        except _sdk.faults as e:
             raise EngineFault(f"creating a container from {image}: {_short(e)}") from e
         try:
             container.start()
@@ -398,7 +421,7 @@ class DockerEngine:
             started = time.monotonic()
             try:
                 waited = container.wait(timeout=timeout_s)
-            except (requests.ReadTimeout, requests.ConnectionError) as e:
+            except (_sdk.requests.ReadTimeout, _sdk.requests.ConnectionError) as e:
                 # Only the clock makes a timeout: a wait that broke off early is the engine's fault.
                 if not outran(started, time.monotonic(), timeout_s):
                     raise EngineFault(f"waiting for the probe container of {image}: the engine dropped the "
@@ -418,12 +441,12 @@ class DockerEngine:
                 raise EngineFault(f"the probe container of {image} was stopped from outside (exit code {exit_code}, "
                                   "not its memory limit): the engine stopping, `docker kill`, the host's OOM killer")
             return RunResult(exit_code, stdout, stderr, timed_out=timed_out, oom_killed=oom)
-        except _FAULTS as e:
+        except _sdk.faults as e:
             raise EngineFault(f"running {image}: {_short(e)}") from e
         finally:
             try:
                 container.remove(force=True)
-            except _FAULTS:
+            except _sdk.faults:
                 pass  # remove_labelled() catches it at the end of the run
 
     def _objects(self, kind: str, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
@@ -436,7 +459,7 @@ class DockerEngine:
         try:
             listing = self.client.api.containers if kind == "containers" else self.client.api.images
             return list(listing(all=True, filters=filters))
-        except _FAULTS as e:
+        except _sdk.faults as e:
             raise EngineFault(f"listing {kind}: {_short(e)}") from e
 
     def live_runs(self) -> dict[str, bool]:
@@ -481,7 +504,7 @@ class DockerEngine:
                     break
                 else:
                     time.sleep(1.0)
-        except _FAULTS as e:
+        except _sdk.faults as e:
             raise EngineFault(f"cleaning up run {run_id}: {_short(e)}") from e
         return removed
 
@@ -491,9 +514,9 @@ class DockerEngine:
         try:
             remove(*args, **kwargs)
             return 1
-        except docker.errors.NotFound:
+        except _sdk.errors.NotFound:
             return 0
-        except docker.errors.APIError as e:
+        except _sdk.errors.APIError as e:
             if e.status_code == 409:
                 return 0
             raise

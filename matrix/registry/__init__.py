@@ -45,7 +45,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from packaging.version import InvalidVersion, Version
 
@@ -53,6 +53,9 @@ from matrix.errors import ConfigError
 from matrix.inputs import load_yaml, read_text
 from matrix.registry import evidence
 from matrix.store import Outcome, Record
+
+if TYPE_CHECKING:
+    from matrix import report
 
 DEFAULT_PATH = Path("registry") / "known-issues.yaml"
 ENTRY_KEYS = ("issue", "error", "cause", "solution", "versions", "probe", "requires")
@@ -154,8 +157,8 @@ def backtracking_risk(pattern: str) -> str | None:
         from re import _compiler as sre_compile  # type: ignore[attr-defined]
         from re import _parser as sre_parse  # type: ignore[attr-defined]
     except ImportError:  # Python 3.10
-        import sre_compile  # type: ignore[no-redef]
-        import sre_parse  # type: ignore[no-redef]
+        import sre_compile
+        import sre_parse
 
     tree = sre_parse.parse(pattern)
 
@@ -655,3 +658,16 @@ def _install_pins(command: str) -> dict[str, str]:
     from matrix.registry import pipcmd
 
     return pipcmd.install_pins(command)
+
+
+def annotate(registry: Registry, records: Iterable[Record]) -> report.Annotations:
+    """What the registry says about a table's records, as the report shows it: each failing cell's
+    issue, each issue's fix, and entries to paste for the failures no entry matches."""
+    from matrix import report  # here: the table writer loads pandas, which a run that writes no table skips
+
+    records = list(records)
+    hits = registry.matches(records)
+    return report.Annotations(issues={cell: issue.name for cell, issue in hits.items()},
+                       fixes={i.name: i.solution for i in registry.issues},
+                       new_entries=[suggest_entry(g, registry) for g in group_unmatched(records, registry)],
+                       registry_path=str(registry.path) if registry.path else "the registry")

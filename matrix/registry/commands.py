@@ -113,7 +113,7 @@ def cmd_registry(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> dict[str, Handler]:  # type: ignore[type-arg]
+def add_commands(subparsers: argparse._SubParsersAction) -> dict[str, Handler]:
     pins = subparsers.add_parser("pins", help="what the results say about one pin: partners that pass, "
                                  "failures and their known issues, untested values")
     pins.add_argument("query", metavar="NAME==VERSION", help="e.g. numpy==2.0.2")

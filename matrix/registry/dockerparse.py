@@ -372,8 +372,8 @@ class _Reader:
             chunks = [(ins.physical, substitute(args, st.variables))]
         for physical, shell in chunks:
             text = _Located(physical)
-            for flag in flags if physical is ins.physical else []:
-                text.advance(flag)  # `--mount=…,target=/root/.cache/pip` is not the pip command
+            for written in flags if physical is ins.physical else []:
+                text.advance(written)  # `--mount=…,target=/root/.cache/pip` is not the pip command
             for tokens in pipcmd.split_commands(shell):
                 # Walk the raw text token by token, so each command and requirement gets its own line.
                 start = text.advance(tokens[0])

@@ -117,7 +117,7 @@ class FakeEngine:
             return RunResult(0, "fingerprint\n", "")
         return RunResult(0, "", "")
 
-    def run(self, image, command, **kw) -> RunResult:  # noqa: ANN001
+    def run(self, image, command, **kw) -> RunResult:
         self.probe_labels = kw["labels"]
         if isinstance(self._probe, Exception):
             raise self._probe

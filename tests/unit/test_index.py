@@ -17,7 +17,6 @@ import pytest
 from packaging.version import Version
 
 from matrix import index
-from matrix import spec as spec_mod
 from matrix.errors import ConfigError
 from matrix.spec import Query
 
@@ -57,7 +56,7 @@ class Index:
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 outer.asked.append((self.path, self.headers.get("Accept", "")))
                 outer.authorization.append(self.headers.get("Authorization", ""))
                 name = self.path.strip("/").split("/")[-1]

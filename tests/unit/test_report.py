@@ -79,7 +79,7 @@ def test_failures_name_their_issue_and_fix_and_new_ones_get_a_suggested_entry(tm
     from matrix import registry
 
     reg = registry.parse(REGISTRY, tmp_path / "known-issues.yaml")
-    report.write(RECORDS, tmp_path, ("numpy", "scipy"), reg)
+    report.write(RECORDS, tmp_path, ("numpy", "scipy"), registry.annotate(reg, RECORDS))
     with open(tmp_path / "matrix.csv") as f:
         issues = {r["cell"]: r["issue"] for r in csv.DictReader(f)}
     assert issues["b-numpy2.2.6-scipy1.11.4-layered"] == "numpy_scipy_incompatibility"
@@ -120,7 +120,7 @@ def test_html_junit_and_json_are_written_beside_the_table(tmp_path: Path) -> Non
 
     reg = registry.parse(REGISTRY, tmp_path / "known-issues.yaml")
     infra = rec("3.0.0", "together", Outcome.INFRA_ERROR, "Read timed out")
-    report.write([*RECORDS, infra], tmp_path, ("numpy", "scipy"), reg)
+    report.write([*RECORDS, infra], tmp_path, ("numpy", "scipy"), registry.annotate(reg, [*RECORDS, infra]))
 
     suite = ET.parse(tmp_path / "junit.xml").getroot().find("testsuite")
     assert suite is not None
