@@ -1,8 +1,9 @@
-"""The command line: `compat-matrix run | list | reproduce | pins | preflight | guard | registry`
-(also `python -m matrix`).
+"""The command line: `compat-matrix run | merge | list | reproduce | diff | clean | shards` and the
+registry's commands (`pins | preflight | guard | registry`, matrix/registry/commands.py); also
+`python -m matrix`.
 
-A chain of small steps (load → plan → select → run → report); each ends the command with an
-exit code from errors.py.
+It parses arguments, hands them to the pipeline (run.py: what a run and a merge are), prints what it
+gets back, and ends with an exit code from errors.py. It decides nothing about a run.
 """
 
 from __future__ import annotations

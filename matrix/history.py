@@ -12,7 +12,7 @@ from pathlib import Path
 
 from matrix.errors import ConfigError
 from matrix.paths import atomic_write
-from matrix.store import Outcome, Record, load_records, records_jsonl
+from matrix.store import Outcome, Record, read_records, records_jsonl
 
 _WORKS = (Outcome.PASS, Outcome.WARN)
 
@@ -91,7 +91,4 @@ def load_run(ref: str, results: Path) -> list[Record]:
     if path is None:
         raise ConfigError(ref, "RUN", "no such run",
                           f"give a run id from {results / 'runs'} or the path of a records .jsonl file")
-    try:
-        return load_records(path)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ConfigError(str(path), "RUN", f"not a records file ({e})", "give a records .jsonl file") from None
+    return read_records(path, "RUN", "give a records .jsonl file")

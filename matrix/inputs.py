@@ -11,15 +11,19 @@ the mapping's own keys win over merged ones.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import json
 import math
+import os
+import time
 from pathlib import Path
 from typing import Any
 
+from matrix import __version__
 from matrix.errors import ConfigError, has_credentials
-from matrix.paths import atomic_write
+from matrix.paths import atomic_write, cache_root
 
 MAX_DEPTH = 64  # lists and mappings inside each other; a matrix file needs 5
 MAX_ALIAS_NODES = 100_000  # nodes aliases may add to a document, counted as they would expand
@@ -44,10 +48,9 @@ def load_yaml(text: str, file: str) -> Any:
     text, and read back from there: an unchanged re-run neither imports the YAML parser (10 ms)
     nor parses. Only what parsed cleanly is kept, so an error is found every time; a text holding
     a URL with credentials (user:password@) is never kept, so the cache holds no secret."""
-    from matrix.paths import cache_root
-
     where = cache_root() / "parsed"
-    kept = where / f"{hashlib.sha256(_KEPT_VERSION + text.encode()).hexdigest()}.json"
+    # The tool's version in the key: a new version may read the same text otherwise.
+    kept = where / f"{hashlib.sha256(_KEPT_VERSION + __version__.encode() + text.encode()).hexdigest()}.json"
     if has_credentials(text):
         # What an earlier version may have kept of this very text goes too.
         for old in (kept, where / f"{hashlib.sha256(text.encode()).hexdigest()}.json"):
@@ -57,7 +60,9 @@ def load_yaml(text: str, file: str) -> Any:
                 pass
         return _parse(text, file)
     try:
-        return json.loads(kept.read_text(encoding="utf-8"))
+        found = json.loads(kept.read_text(encoding="utf-8"))
+        os.utime(kept)  # in use: pruning goes by the last use
+        return found
     except (OSError, ValueError, RecursionError):
         pass
     value = _parse(text, file)
@@ -66,9 +71,25 @@ def load_yaml(text: str, file: str) -> Any:
         if len(body) <= 1_000_000 + 16 * len(text):  # bounded anyway; no cache many times the file
             try:
                 atomic_write(kept, body)
+                _prune(where)
             except OSError:
                 pass  # a cache only
     return value
+
+
+# Parsed documents not read for this long go when a new one is kept (the folder would only grow).
+PRUNE_AFTER_S = 30 * 24 * 3600
+
+
+def _prune(where: Path) -> None:
+    cutoff = time.time() - PRUNE_AFTER_S
+    with os.scandir(where) as entries:
+        for entry in entries:
+            try:
+                if entry.name.endswith(".json") and entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+            except OSError:
+                pass
 
 
 def _plain(value: Any) -> bool:
@@ -237,3 +258,17 @@ def _strict_loader() -> type:
 
     StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
     return StrictLoader
+
+
+def kind_of(value: Any) -> str:
+    """What a parsed value is, in a message's words ("a mapping", "a list", "nothing", ...)."""
+    if value is None:
+        return "nothing"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "true/false",
+            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def did_you_mean(word: str, choices: tuple[str, ...] | list[str]) -> str:
+    """The fix for an unknown key or value: the closest allowed one, or all of them."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(choices)}"

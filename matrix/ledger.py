@@ -21,10 +21,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from matrix.cells import Cell
-from matrix.errors import ConfigError
 from matrix.paths import atomic_write
 from matrix.spec import Spec
-from matrix.store import Outcome, Record, load_records, records_jsonl
+from matrix.store import Outcome, Record, read_records, records_jsonl
 
 LEDGER_FILE = "ledger.jsonl"
 # The records behind the table: what pins, preflight, guard and --resume read.
@@ -44,13 +43,9 @@ def matrix_digest(spec: Spec) -> str:
 
 
 def read(path: Path, what: str) -> list[Record]:
-    """Records from a JSON-lines file; an unreadable one is bad input naming the file."""
-    try:
-        return load_records(path)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ConfigError(str(path), what, f"not a records file ({type(e).__name__}: {e})",
-                          "restore it from results/history/, or move it aside to start this directory afresh"
-                          ) from None
+    """Records from a JSON-lines file of a results directory; an unreadable one is bad input naming it."""
+    return read_records(path, what, "restore it from results/history/, or move it aside to start this "
+                                    "directory afresh")
 
 
 @dataclass

@@ -20,7 +20,7 @@ from matrix import __version__, probing
 from matrix.cells import Cell, install_order
 from matrix.paths import atomic_write, cache_root
 from matrix.spec import Spec
-from matrix.store import Outcome, Record
+from matrix.store import UNREADABLE, Outcome, Record
 
 
 @lru_cache(maxsize=1)
@@ -82,7 +82,7 @@ class ResultCache:
     def get(self, key: str) -> Record | None:
         try:
             record = Record.from_dict(json.loads(self._path(key).read_text(encoding="utf-8")))
-        except (OSError, ValueError, KeyError, TypeError):
+        except UNREADABLE:
             return None  # absent, or unreadable: the cell runs
         return None if record.outcome is Outcome.INFRA_ERROR else record
 

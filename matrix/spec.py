@@ -7,7 +7,6 @@ through here first, so the rest of the code can trust a `Spec`.
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import os
 import re
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from matrix.errors import ConfigError
-from matrix.inputs import load_yaml, read_text
+from matrix.inputs import did_you_mean, kind_of, load_yaml, read_text
 
 MODES = ("together", "layered")
 
@@ -160,10 +159,6 @@ def canonical_name(name: str) -> str:
     return _SEPARATORS.sub("-", name).lower()
 
 
-def _did_you_mean(word: str, choices: tuple[str, ...] | list[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(choices)}"
-
 
 class _Validator:
     def __init__(self, path: Path, text: str = "") -> None:
@@ -182,23 +177,23 @@ class _Validator:
 
     def mapping(self, value: Any, key: str, allowed: tuple[str, ...] | None) -> dict[str, Any]:
         if not isinstance(value, dict):
-            raise self.fail(key or "(top level)", f"expected a mapping, got {_kind(value)}")
+            raise self.fail(key or "(top level)", f"expected a mapping, got {kind_of(value)}")
         for k in value:
             if not isinstance(k, str):
                 raise self.fail(key or "(top level)", f"key {k!r} is not a string", "quote the key")
             if allowed is not None and k not in allowed:
                 where = f"{key}.{k}" if key else k
-                raise self.fail(where, "unknown key", _did_you_mean(k, allowed))
+                raise self.fail(where, "unknown key", did_you_mean(k, allowed))
         return value
 
     def string_list(self, value: Any, key: str, *, allow_empty: bool = True) -> list[str]:
         if not isinstance(value, list):
-            raise self.fail(key, f"expected a list, got {_kind(value)}")
+            raise self.fail(key, f"expected a list, got {kind_of(value)}")
         if not value and not allow_empty:
             raise self.fail(key, "is empty", "give at least one entry")
         for i, item in enumerate(value):
             if not isinstance(item, str) or not item.strip():
-                raise self.fail(f"{key}[{i}]", f"expected a non-empty string, got {_kind(item)}")
+                raise self.fail(f"{key}[{i}]", f"expected a non-empty string, got {kind_of(item)}")
         return value
 
     def spec(self, data: Any) -> Spec:
@@ -275,13 +270,13 @@ class _Validator:
                             'e.g. ">=1.24,<3"') from None
         pick = body.get("pick", "all")
         if pick not in PICKS:
-            raise self.fail(f"{key}.pick", f"unknown pick {pick!r}", _did_you_mean(str(pick), PICKS))
+            raise self.fail(f"{key}.pick", f"unknown pick {pick!r}", did_you_mean(str(pick), PICKS))
         latest = body.get("latest")
         if latest is not None and (isinstance(latest, bool) or not isinstance(latest, int) or latest < 1):
             raise self.fail(f"{key}.latest", f"expected a positive whole number, got {latest!r}", "e.g. latest: 3")
         pre = body.get("pre", False)
         if not isinstance(pre, bool):
-            raise self.fail(f"{key}.pre", f"expected true or false, got {_kind(pre)}")
+            raise self.fail(f"{key}.pre", f"expected true or false, got {kind_of(pre)}")
         return Query(body["spec"], pick, latest, pre)
 
     def packages(self, value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -304,7 +299,7 @@ class _Validator:
                 out.append((name, ()))
                 continue
             if not isinstance(versions, list):
-                raise self.fail(key, f"expected a list of versions or a {{spec: ...}} mapping, got {_kind(versions)}",
+                raise self.fail(key, f"expected a list of versions or a {{spec: ...}} mapping, got {kind_of(versions)}",
                                 f'write {name}: ["1.0.0"] or {name}: {{spec: ">=1.0", pick: latest-patch-per-minor}}')
             if not versions:
                 raise self.fail(key, "is empty", "give at least one version")
@@ -319,7 +314,7 @@ class _Validator:
 
     def version(self, value: Any, key: str, where: tuple[str | int, ...] = ()) -> str:
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise self.fail(key, f"expected a version string, got {_kind(value)}", 'quote it: "1.26.4"')
+            raise self.fail(key, f"expected a version string, got {kind_of(value)}", 'quote it: "1.26.4"')
         if isinstance(value, float):
             # YAML reads 1.10 as the float 1.1: the hint quotes what the file says.
             typed = self.written(where, value) if where else str(value)
@@ -341,7 +336,7 @@ class _Validator:
         modes = self.string_list(value, "modes", allow_empty=False)
         for i, m in enumerate(modes):
             if m not in MODES:
-                raise self.fail(f"modes[{i}]", f"unknown mode {m!r}", _did_you_mean(m, MODES))
+                raise self.fail(f"modes[{i}]", f"unknown mode {m!r}", did_you_mean(m, MODES))
         if len(set(modes)) != len(modes):
             raise self.fail("modes", "a mode is listed twice", "list each mode once")
         return tuple(modes)
@@ -354,7 +349,7 @@ class _Validator:
             canon = canonical_name(item) if _NAME.match(item) else item
             if canon not in by_canon:
                 raise self.fail(f"layered_order[{i}]", f"{item!r} is not in packages",
-                                _did_you_mean(item, list(names)))
+                                did_you_mean(item, list(names)))
             if by_canon[canon] in out:
                 raise self.fail(f"layered_order[{i}]", f"{item!r} is listed twice", "list each package once")
             out.append(by_canon[canon])
@@ -371,7 +366,7 @@ class _Validator:
         packages: tuple[tuple[str, tuple[str, ...]], ...],
     ) -> tuple[CellFilter, ...]:
         if not isinstance(value, list):
-            raise self.fail(key, f"expected a list, got {_kind(value)}")
+            raise self.fail(key, f"expected a list, got {kind_of(value)}")
         names = tuple(n for n, _ in packages)
         axis = dict(packages)
         allowed = ("base", "mode", "reason", *names)
@@ -381,10 +376,10 @@ class _Validator:
             entry = self.mapping(raw, k, allowed)
             base = entry.get("base")
             if base is not None and base not in base_names:
-                raise self.fail(f"{k}.base", f"unknown base {base!r}", _did_you_mean(str(base), base_names))
+                raise self.fail(f"{k}.base", f"unknown base {base!r}", did_you_mean(str(base), base_names))
             mode = entry.get("mode")
             if mode is not None and mode not in MODES:
-                raise self.fail(f"{k}.mode", f"unknown mode {mode!r}", _did_you_mean(str(mode), MODES))
+                raise self.fail(f"{k}.mode", f"unknown mode {mode!r}", did_you_mean(str(mode), MODES))
             pins = []
             for n in names:
                 if n in entry:
@@ -395,7 +390,7 @@ class _Validator:
                     pins.append((n, pin))
             reason = entry.get("reason", "")
             if not isinstance(reason, str):
-                raise self.fail(f"{k}.reason", f"expected a string, got {_kind(reason)}")
+                raise self.fail(f"{k}.reason", f"expected a string, got {kind_of(reason)}")
             if key == "exclude":
                 if not reason.strip():
                     raise self.fail(f"{k}.reason", "missing", 'say why, e.g. reason: "not needed"')
@@ -415,7 +410,7 @@ class _Validator:
         body = self.mapping(value, "install", INSTALL_KEYS)
         only_binary = body.get("only_binary", True)
         if not isinstance(only_binary, bool):
-            raise self.fail("install.only_binary", f"expected true or false, got {_kind(only_binary)}")
+            raise self.fail("install.only_binary", f"expected true or false, got {kind_of(only_binary)}")
         index_url = body.get("index_url")
         if index_url is not None:
             index_url = self.url(index_url, "install.index_url")
@@ -458,7 +453,7 @@ class _Validator:
         if value is None or value is False or value == "none":
             return None
         if not isinstance(value, str):
-            raise self.fail(key, f"expected a path, 'auto' or 'none', got {_kind(value)}")
+            raise self.fail(key, f"expected a path, 'auto' or 'none', got {kind_of(value)}")
         if value == "auto":
             # The bundle the host's own installers trust (a corporate TLS proxy's CA lives there).
             for var in ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
@@ -514,8 +509,3 @@ def _scalar_text(text: str, where: tuple[str | int, ...]) -> str | None:
     return str(node.value)
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "true/false",
-            int: "a number", float: "a number"}.get(type(value), type(value).__name__)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from matrix.errors import ConfigError
+
 
 class Outcome(str, enum.Enum):
     PASS = "pass"
@@ -132,6 +134,19 @@ def load_records(path: Path) -> list[Record]:
             if line.strip():
                 out.append(Record.from_dict(json.loads(line)))
     return out
+
+
+# What reading records can fail with: the file (OSError), its JSON or an outcome's name
+# (ValueError), a field missing or of another kind (KeyError, TypeError).
+UNREADABLE = (OSError, ValueError, KeyError, TypeError)
+
+
+def read_records(path: Path, key: str, fix: str) -> list[Record]:
+    """load_records, an unreadable file being bad input that names it (the key and fix as given)."""
+    try:
+        return load_records(path)
+    except UNREADABLE as e:
+        raise ConfigError(str(path), key, f"not a records file ({type(e).__name__}: {e})", fix) from None
 
 
 def summary(records: list[Record]) -> str:

@@ -19,7 +19,7 @@ SKIP = ("RECORD", "INSTALLER", "REQUESTED", "direct_url.json")
 
 def record_entries(record):
     """A distribution's files under site-packages and their hashes, from its RECORD; None when a
-    file has no hash (its content is unknown). Also used by the host (matrix/bytecode.py)."""
+    file has no hash (its content is unknown). Also read by the bytecode sharing (probes/_bytecode.py)."""
     entries = []
     with open(record, newline="", encoding="utf-8") as f:
         for row in csv.reader(f):

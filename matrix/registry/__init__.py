@@ -36,7 +36,6 @@ infra-error never is, since it says nothing about the combination.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import signal
@@ -50,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 from packaging.version import InvalidVersion, Version
 
 from matrix.errors import ConfigError
-from matrix.inputs import load_yaml, read_text
+from matrix.inputs import did_you_mean, kind_of, load_yaml, read_text
 from matrix.registry import evidence
 from matrix.store import Outcome, Record
 
@@ -352,16 +351,7 @@ def parse(text: str, path: Path | None = None) -> Registry:
     return Registry(path, _Validator(file).entries(load_yaml(text, file)))
 
 
-def _did_you_mean(word: str, choices: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(choices)}"
 
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "true/false",
-            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
 
 
 class _Validator:
@@ -375,7 +365,7 @@ class _Validator:
         if data is None:
             return ()  # an empty registry is valid: no issue logged yet
         if not isinstance(data, list):
-            raise self.fail("(top level)", f"expected a list of entries, got {_kind(data)}",
+            raise self.fail("(top level)", f"expected a list of entries, got {kind_of(data)}",
                             "start each entry with '- issue: NAME' (see registry/known-issues.yaml)")
         issues: list[Issue] = []
         where: dict[str, int] = {}
@@ -391,10 +381,10 @@ class _Validator:
 
     def entry(self, raw: Any, key: str) -> Issue:
         if not isinstance(raw, dict):
-            raise self.fail(key, f"expected a mapping (issue, error, cause, solution, …), got {_kind(raw)}")
+            raise self.fail(key, f"expected a mapping (issue, error, cause, solution, …), got {kind_of(raw)}")
         for k in raw:
             if not isinstance(k, str) or k not in ENTRY_KEYS:
-                raise self.fail(f"{key}.{k}", "unknown key", _did_you_mean(str(k), ENTRY_KEYS))
+                raise self.fail(f"{key}.{k}", "unknown key", did_you_mean(str(k), ENTRY_KEYS))
         for required in REQUIRED_KEYS:
             if required not in raw:
                 raise self.fail(f"{key}.{required}", "missing",
@@ -426,19 +416,19 @@ class _Validator:
 
     def text(self, value: Any, key: str) -> str:
         if not isinstance(value, str) or not value.strip():
-            raise self.fail(key, f"expected a non-empty string, got {_kind(value)}")
+            raise self.fail(key, f"expected a non-empty string, got {kind_of(value)}")
         return value.strip()
 
     def signature(self, value: Any, key: str) -> Signature:
         if isinstance(value, dict):
             for k in value:
                 if k not in SIGNATURE_KEYS:
-                    raise self.fail(f"{key}.{k}", "unknown key", _did_you_mean(str(k), SIGNATURE_KEYS))
+                    raise self.fail(f"{key}.{k}", "unknown key", did_you_mean(str(k), SIGNATURE_KEYS))
             if "regex" not in value:
                 raise self.fail(key, "a mapping signature needs regex:", 'write error: {regex: "dtype size changed"}')
             pattern = value["regex"]
             if not isinstance(pattern, str) or not pattern:
-                raise self.fail(f"{key}.regex", f"expected a non-empty string, got {_kind(pattern)}")
+                raise self.fail(f"{key}.regex", f"expected a non-empty string, got {kind_of(pattern)}")
             try:
                 compiled = re.compile(pattern)
             except re.error as e:
@@ -455,7 +445,7 @@ class _Validator:
                                 "(?:ab)+ or [a-z]+ instead of (a+)+; or use a plain substring: error: \"text\"")
             return Signature(pattern, regex=True)
         if not isinstance(value, str):
-            raise self.fail(key, f"expected a string or {{regex: ...}}, got {_kind(value)}",
+            raise self.fail(key, f"expected a string or {{regex: ...}}, got {kind_of(value)}",
                             'quote it: error: "numpy.dtype size changed"')
         text = collapse(value)
         if "\n" in value.strip():
@@ -470,7 +460,7 @@ class _Validator:
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list):
-            raise self.fail(key, f"expected a list of image versions, got {_kind(value)}",
+            raise self.fail(key, f"expected a list of image versions, got {kind_of(value)}",
                             "e.g. versions: [v74.3, v76]")
         out = []
         for i, item in enumerate(value):
@@ -478,13 +468,13 @@ class _Validator:
                 raise self.fail(f"{key}[{i}]", f"{item!r} was read as a number",
                                 f'quote it: "{item}" (YAML turns 74.30 into 74.3)')
             if not isinstance(item, str) or not item.strip():
-                raise self.fail(f"{key}[{i}]", f"expected a non-empty string, got {_kind(item)}")
+                raise self.fail(f"{key}[{i}]", f"expected a non-empty string, got {kind_of(item)}")
             out.append(item.strip())
         return tuple(out)
 
     def requires(self, value: Any, key: str) -> tuple[tuple[str, str], ...]:
         if not isinstance(value, dict) or not value:
-            raise self.fail(key, f"expected a mapping of package to version, got {_kind(value)}",
+            raise self.fail(key, f"expected a mapping of package to version, got {kind_of(value)}",
                             'e.g. requires: {numpy: "1.24.3", scipy: "1.10.1"}')
         seen: dict[str, str] = {}
         out = []
@@ -499,7 +489,7 @@ class _Validator:
                 raise self.fail(k, f"{version!r} was read as a number",
                                 f'quote it: "{version}" (YAML reads 1.10 as 1.1)')
             if not isinstance(version, str):
-                raise self.fail(k, f"expected a version string, got {_kind(version)}", 'e.g. "1.24.3"')
+                raise self.fail(k, f"expected a version string, got {kind_of(version)}", 'e.g. "1.24.3"')
             try:
                 Version(version)
             except InvalidVersion:

@@ -26,7 +26,7 @@ from packaging.utils import canonicalize_name
 from matrix.errors import ConfigError
 from matrix.inputs import read_text
 from matrix.registry import pipcmd
-from matrix.registry.pipcmd import Spec
+from matrix.registry.pipcmd import Requested
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-+])([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 _HEREDOC = re.compile(r"<<(-?)\s*[\"']?([A-Za-z_][A-Za-z0-9_]*)[\"']?")
@@ -37,7 +37,7 @@ _RUN_FLAG = re.compile(r"^--(mount|network|security|device)=(\S+)\s*")
 class Req:
     """A requirement one step installs, with the Dockerfile line it comes from."""
 
-    spec: Spec
+    spec: Requested
     line: int
 
     def where(self) -> str:
@@ -399,7 +399,7 @@ class _Reader:
             installs.append(Req(spec, text.line(text.advance(spec.text))))
         for token in cmd.tokens[-1:]:
             text.advance(token)
-        constraints: list[Spec] = []
+        constraints: list[Requested] = []
         for option, files, as_constraint in (("-r", cmd.requirement_files, False), ("-c", cmd.constraint_files, True)):
             for f in files:
                 host = self.host_path(f, st)

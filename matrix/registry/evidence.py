@@ -14,7 +14,7 @@ from packaging.version import InvalidVersion, Version
 
 from matrix.errors import ConfigError
 from matrix.spec import canonical_name
-from matrix.store import Outcome, Record, load_records
+from matrix.store import Outcome, Record, read_records
 
 # What report.write leaves behind: the records behind the table.
 RECORDS_FILE = "records.jsonl"
@@ -33,11 +33,7 @@ def latest_records(results: Path) -> list[Record]:
         candidates += sorted(runs.glob("*.jsonl"), reverse=True)
     for path in candidates:
         if path.is_file():
-            try:
-                return load_records(path)
-            except (OSError, ValueError, KeyError, TypeError) as e:
-                raise ConfigError(str(path), "", f"not a records file ({e})",
-                                  "point --results at a directory `compat-matrix run` wrote") from None
+            return read_records(path, "", "point --results at a directory `compat-matrix run` wrote")
     raise ConfigError(str(results), "", "holds no results (no records.jsonl, no runs/*.jsonl)",
                       "run `compat-matrix run` first, or point --results at its output directory")
 

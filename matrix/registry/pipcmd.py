@@ -41,7 +41,7 @@ _SHORT_WITH_VALUE = ("-r", "-c", "-e", "-i", "-f", "-t", "-p", "-b", "-C")
 
 
 @dataclass(frozen=True)
-class Spec:
+class Requested:
     """One requirement as written: `numpy==1.24.3`, `scipy`, a wheel file."""
 
     name: str
@@ -61,7 +61,7 @@ class Spec:
 class PipCommand:
     verb: str  # "install" or "uninstall" ("sync" is read as an install)
     tool: str  # "pip" or "uv"
-    requirements: tuple[Spec, ...] = ()
+    requirements: tuple[Requested, ...] = ()
     requirement_files: tuple[str, ...] = ()
     constraint_files: tuple[str, ...] = ()
     no_deps: bool = False
@@ -148,7 +148,7 @@ def parse_command(tokens: list[str]) -> PipCommand | None:
     if i >= len(args) or args[i] not in ("install", "uninstall", "sync"):
         return None
     verb = args[i]
-    specs: list[Spec] = []
+    specs: list[Requested] = []
     files: list[str] = []
     constraints: list[str] = []
     others: list[str] = []
@@ -201,12 +201,12 @@ def parse_command(tokens: list[str]) -> PipCommand | None:
     )
 
 
-def _uninstall_name(arg: str) -> Spec | None:
+def _uninstall_name(arg: str) -> Requested | None:
     spec = parse_requirement(arg)
-    return Spec(name=spec.name, text=arg) if spec is not None else None
+    return Requested(name=spec.name, text=arg) if spec is not None else None
 
 
-def parse_requirement(text: str, source: str = "") -> Spec | None:
+def parse_requirement(text: str, source: str = "") -> Requested | None:
     """A requirement string or a wheel file name; None for paths, URLs and `$VARIABLES`."""
     text = text.strip()
     if not text or "$" in text:
@@ -216,7 +216,7 @@ def parse_requirement(text: str, source: str = "") -> Spec | None:
             name, version, _, _ = parse_wheel_filename(os.path.basename(text))
         except InvalidWheelFilename:
             return None
-        return Spec(name=str(name), specifier=f"=={version}", pin=str(version), text=text, source=source)
+        return Requested(name=str(name), specifier=f"=={version}", pin=str(version), text=text, source=source)
     if text.startswith((".", "/", "~")) or "://" in text.split("@", 1)[0]:
         return None
     try:
@@ -229,15 +229,15 @@ def parse_requirement(text: str, source: str = "") -> Spec | None:
     pin = None
     if len(specifiers) == 1 and specifiers[0].operator in ("==", "===") and "*" not in specifiers[0].version:
         pin = specifiers[0].version
-    return Spec(name=req.name, specifier=str(req.specifier), pin=pin, text=text, source=source)
+    return Requested(name=req.name, specifier=str(req.specifier), pin=pin, text=text, source=source)
 
 
 @dataclass(frozen=True)
 class RequirementsFile:
     """A requirements file with its nested `-r` files read; `-c` files read as constraints."""
 
-    requirements: tuple[Spec, ...]
-    constraints: tuple[Spec, ...]
+    requirements: tuple[Requested, ...]
+    constraints: tuple[Requested, ...]
 
 
 def read_requirements(path: Path, *, referenced_from: str, constraint: bool = False,
@@ -254,8 +254,8 @@ def read_requirements(path: Path, *, referenced_from: str, constraint: bool = Fa
                           "at the path the Dockerfile copies them from") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(str(path), "", f"cannot read it ({e})", "check the path and its permissions") from None
-    requirements: list[Spec] = []
-    constraints: list[Spec] = []
+    requirements: list[Requested] = []
+    constraints: list[Requested] = []
     seen = _seen | {path}
     for number, line in _logical_lines(text):
         where = f"{path.name}:{number}"
@@ -304,7 +304,7 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
     return out
 
 
-def apply_constraints(specs: tuple[Spec, ...], constraints: tuple[Spec, ...]) -> tuple[Spec, ...]:
+def apply_constraints(specs: tuple[Requested, ...], constraints: tuple[Requested, ...]) -> tuple[Requested, ...]:
     """Requirements with the pin a constraint gives them when they name none themselves."""
     pinned = {c.key: c for c in constraints if c.pin}
     return tuple(

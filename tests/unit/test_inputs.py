@@ -168,3 +168,22 @@ def test_a_text_with_credentials_is_never_kept() -> None:
     assert not any("hunter2" in p.read_text() for p in where.glob("*"))
     load_yaml("install: {index_url: 'https://pypi.corp/simple'}\n", "s.yaml")
     assert len(kept()) == len(before)  # a text without credentials is kept as before
+
+
+def test_parsed_documents_unused_for_a_month_go_when_a_new_one_is_kept(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import time
+
+    from matrix import inputs
+
+    monkeypatch.setenv("COMPAT_MATRIX_CACHE", str(tmp_path))
+    inputs.load_yaml("a: 1\n", "old.yaml")
+    inputs.load_yaml("b: 1\n", "used.yaml")
+    (old, used) = sorted((tmp_path / "parsed").glob("*.json"), key=lambda p: p.read_text())
+    month_ago = time.time() - inputs.PRUNE_AFTER_S - 60
+    for p in (old, used):
+        os.utime(p, (month_ago, month_ago))
+    assert inputs.load_yaml("b: 1\n", "used.yaml") == {"b": 1}  # read: in use again
+    inputs.load_yaml("c: 1\n", "new.yaml")  # kept: the unused one goes
+    assert not old.exists() and used.exists() and len(list((tmp_path / "parsed").glob("*.json"))) == 2
