@@ -259,9 +259,13 @@ class _Proxy:
                     s.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
+        """Every connection ends and is closed (an unclosed socket is a warning, an error here)."""
         self.server.close()
         with self._lock:
             self.drop(self._conns)
+            for client, engine, _ in self._conns:
+                client.close()
+                engine.close()
 
 
 def test_a_dropped_connection_while_waiting_for_a_probe_is_infra_not_a_timeout(
