@@ -69,6 +69,12 @@ class EngineUnavailable(CompatMatrixError):
     exit_code = EXIT_INFRA
 
 
+class ResultsUnwritable(CompatMatrixError):
+    """The results directory could not be written (full, read-only, gone): the tool's world."""
+
+    exit_code = EXIT_INFRA
+
+
 class Cancelled(Exception):
     """A cell's run was stopped by its backend's cancel() (an interrupt): no verdict, not recorded."""
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from matrix import cells, history, index, locks, registry, resultcache, spec, sweep
-from matrix.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, ConfigError, EngineUnavailable
+from matrix.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, ConfigError, EngineUnavailable, ResultsUnwritable
 from matrix.ledger import TABLE_RECORDS, Ledger, matrix_digest, read
 from matrix.registry import Registry
 from matrix.store import Outcome, Record
@@ -224,6 +224,18 @@ def write_table(ledger: Ledger, plan: cells.Plan, s: spec.Spec, known: Registry 
     """Save the ledger, then derive the table (ledger ∩ matrix, compared with the one it replaces),
     the run's history entry and, where this directory feeds them, the known-good pins. Returns the
     paths written, the changes, and whether everything stood unchanged."""
+    try:
+        return _write_table(ledger, plan, s, known, run_id=run_id, previous=previous, old=old,
+                            known_good=known_good, force=force, notes=notes)
+    except OSError as e:
+        raise ResultsUnwritable(f"writing the results in {ledger.results} failed ({e}); its ledger is whole (the "
+                                "one before or the one after), and a run once the fault is mended writes the "
+                                "table again") from None
+
+
+def _write_table(ledger: Ledger, plan: cells.Plan, s: spec.Spec, known: Registry | None, *, run_id: str,
+                 previous: list[Record] | None, old: dict[str, Record], known_good: bool,
+                 force: bool, notes: list[str] | None) -> tuple[list[Path], history.Diff | None, bool]:
     results = ledger.results
     digest = matrix_digest(s)
     table, not_run = ledger.table(plan.cells)

@@ -155,3 +155,15 @@ def test_result_files_are_as_readable_as_the_umask_says(tmp_path: Path) -> None:
     os.umask(mask)
     Ledger(tmp_path, [rec("a-together", Outcome.PASS)]).save()
     assert stat.S_IMODE((tmp_path / LEDGER_FILE).stat().st_mode) == 0o666 & ~mask != 0o600
+
+
+def test_results_that_cannot_be_written_are_infra_and_the_ledger_stays_whole(tmp_path: Path) -> None:
+    from matrix.errors import ResultsUnwritable
+
+    s, ids, options = _merge_setup(tmp_path)
+    (options.results / "matrix.csv").mkdir(parents=True)  # a file of the table cannot be replaced
+    with pytest.raises(ResultsUnwritable) as e:
+        pipeline.merge(options, [_shard(tmp_path / "s1", s, ids)], echo=lambda _: None)
+    assert e.value.exit_code == 3 and "matrix.csv" in str(e.value)
+    assert set(Ledger.load(options.results).records) == set(ids)  # the ledger was written whole first
+    assert not list(options.results.glob(".*.tmp"))
