@@ -249,7 +249,7 @@ def _write_table(ledger: Ledger, plan: cells.Plan, s: spec.Spec, known: Registry
     from matrix import report
 
     about = [_STAMP.format(digest=digest),
-             f"Verdicts of matrix `{digest}`" + (f" as of {s.as_of}" if getattr(s, "as_of", None) else "")
+             f"Verdicts of matrix `{digest}`" + (f" as of {s.as_of}" if s.as_of else "")
              + f": {len(table)} of {len(plan.cells)} cells"
              + (f", {len(not_run)} not run yet (`compat-matrix run --resume` runs them)" if not_run else "")
              + ". Each verdict is the latest its cell got; the records name the run that made it.",
@@ -269,7 +269,7 @@ def _write_table(ledger: Ledger, plan: cells.Plan, s: spec.Spec, known: Registry
 def _stamp(records: list[Record], s: spec.Spec) -> None:
     """Provenance every record of a run carries: the matrix it was planned from, the as-of day."""
     digest = matrix_digest(s)
-    as_of = getattr(s, "as_of", None)
+    as_of = s.as_of
     for r in records:
         r.matrix = digest
         r.as_of = as_of.isoformat() if as_of else ""
