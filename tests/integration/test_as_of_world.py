@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,28 +20,14 @@ from matrix import index, install, spec
 from matrix.cells import Cell
 from matrix.errors import ConfigError
 from matrix.spec import Query
+from tests.bounded import bounded as within
 
 AS_OF = dt.date(2023, 6, 1)
 BOUND_S = 300  # a hang fails the test instead of stalling CI
 
 
-def bounded(fn: Any, *args: Any) -> Any:
-    out: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            out["value"] = fn(*args)
-        except BaseException as e:  # noqa: BLE001 - handed to the test's thread
-            out["error"] = e
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(BOUND_S)
-    if t.is_alive():
-        pytest.fail(f"still running after {BOUND_S} s")
-    if "error" in out:
-        raise out["error"]
-    return out["value"]
+def bounded(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return within(BOUND_S, fn, *args, **kwargs)
 
 
 def load(tmp_path: Path, packages: str, as_of: dt.date | None, find_links: str = "") -> spec.Spec:

@@ -19,6 +19,7 @@ from packaging.version import Version
 from matrix import index
 from matrix.errors import ConfigError
 from matrix.spec import Query
+from tests.bounded import bounded as within
 
 DATA = json.loads((Path(__file__).parent / "data" / "index-numpy.json").read_text())
 JSON = "application/vnd.pypi.simple.v1+json"
@@ -26,23 +27,7 @@ BOUND_S = 20  # no answer of a loopback server takes this long: a hang fails the
 
 
 def bounded(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """fn(*args, **kwargs) in a thread, failing the test when it outlasts BOUND_S (a hang)."""
-    out: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            out["value"] = fn(*args, **kwargs)
-        except BaseException as e:  # noqa: BLE001 - handed to the test's thread
-            out["error"] = e
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(BOUND_S)
-    if t.is_alive():
-        pytest.fail(f"{getattr(fn, '__name__', fn)} still running after {BOUND_S} s")
-    if "error" in out:
-        raise out["error"]
-    return out["value"]
+    return within(BOUND_S, fn, *args, **kwargs)
 
 
 class Index:
