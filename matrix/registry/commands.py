@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from matrix import registry, spec
-from matrix.errors import EXIT_OK, ConfigError
+from matrix.errors import EXIT_FAILED, EXIT_OK, ConfigError
 from matrix.registry import evidence, guardfile
 from matrix.store import Record
 
@@ -61,7 +61,20 @@ def cmd_pins(args: argparse.Namespace) -> int:
     from matrix.registry import advisor
 
     advice = advisor.advise(records, args.query, base=args.base, registry=reg, maximise=args.newest)
-    print(advisor.format_advice(advice), end="")
+    if args.format == "json":
+        from matrix.registry import constraints
+
+        print(constraints.advice_json(advice), end="")
+    elif args.format == "constraints":
+        from matrix.registry import constraints
+
+        text = constraints.advice_constraints(advice)
+        if text is None:
+            print(f"# compat-matrix pins {advice.query}: no partner passed with it: no constraints to give")
+            return EXIT_FAILED
+        print(text, end="")
+    else:
+        print(advisor.format_advice(advice), end="")
     return EXIT_OK
 
 
@@ -120,6 +133,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> dict[str, Handler]:
     pins.add_argument("--base", help="only this base of the matrix")
     pins.add_argument("--newest", metavar="PACKAGE",
                       help="sort by this partner first: the newest PACKAGE that works with the pin")
+    pins.add_argument("--format", choices=("text", "constraints", "json"), default="text",
+                      help="text (default); constraints: the pin and its newest passing partners as a pip / uv "
+                           "constraints file (exit 1 when none passed); json: the whole answer, for CI")
     _common(pins)
 
     pre = subparsers.add_parser("preflight", help="check a Dockerfile against the results and the registry "
@@ -143,4 +159,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> dict[str, Handler]:
     reg.add_argument("--write-known-good", action="store_true",
                      help="also write known-good.yaml beside the registry from the latest results")
     _common(reg)
-    return {"pins": cmd_pins, "preflight": cmd_preflight, "guard": cmd_guard, "registry": cmd_registry}
+    from matrix.registry import exportcmds  # export, schema, precommit: they reuse this module's helpers
+
+    return {"pins": cmd_pins, "preflight": cmd_preflight, "guard": cmd_guard, "registry": cmd_registry,
+            **exportcmds.add_commands(subparsers)}

@@ -490,7 +490,13 @@ class _Located:
 def parse(path: str | Path, build_args: dict[str, str] | None = None, context: Path | None = None) -> Dockerfile:
     """Read a Dockerfile; ConfigError naming it (or a requirements file it uses) when unreadable."""
     p = Path(path)
-    text = read_text(p, "Dockerfile", "pass the path of an existing Dockerfile")
+    return parse_text(read_text(p, "Dockerfile", "pass the path of an existing Dockerfile"), p, build_args, context)
+
+
+def parse_text(text: str, path: Path, build_args: dict[str, str] | None = None,
+               context: Path | None = None) -> Dockerfile:
+    """A Dockerfile's text read as the file at `path` (an older version of it: the pre-commit hook's baseline)."""
+    p = Path(path)
     df = _Reader(p, dict(build_args or {}), context or p.parent).read(text)
     if not df.stages:
         raise ConfigError(str(p), "", "no FROM instruction: not a Dockerfile", "pass the Dockerfile itself")

@@ -337,8 +337,8 @@ class _Checker:
 
 
 def preflight(
-    dockerfile: str | Path,
-    baseline: str | Path | None = None,
+    dockerfile: str | Path | Dockerfile,
+    baseline: str | Path | Dockerfile | None = None,
     records: Iterable[Record] = (),
     registry: Registry | None = None,
     *,
@@ -347,13 +347,15 @@ def preflight(
     build_args: dict[str, str] | None = None,
     packages: Iterable[str] = (),
 ) -> Report:
-    """Check a Dockerfile. ConfigError (exit 2) when it, the baseline or a requirements file is unreadable.
+    """Check a Dockerfile (a path, or one already read: hook.py's requirements files and git baselines).
+    ConfigError (exit 2) when it, the baseline or a requirements file is unreadable.
 
     `base` names the matrix base the image builds on; otherwise `images` (image → base name, from
     matrix.yaml) maps the FROM image to one, and failing that every base of the results counts.
     """
-    df = dockerparse.parse(dockerfile, build_args)
-    bdf = dockerparse.parse(baseline, build_args) if baseline is not None else None
+    df = dockerfile if isinstance(dockerfile, Dockerfile) else dockerparse.parse(dockerfile, build_args)
+    bdf = (baseline if isinstance(baseline, Dockerfile) or baseline is None
+           else dockerparse.parse(baseline, build_args))
     cells = evidence.with_verdict(evidence.current(records))
     order = evidence.package_order(cells, packages)
     checker = _Checker(df, dockerparse.effective(df), cells, registry or Registry(None), base, order)
