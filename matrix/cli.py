@@ -105,9 +105,28 @@ def _parser() -> argparse.ArgumentParser:
                         "bytecode and index answers here, the prefix images and the package cache volume on the engine")
     cl.add_argument("--engine-only", action="store_true", help="keep what is kept on this machine")
 
-    sh = sub.add_parser("shards", help="print a CI matrix of N shards")
-    sh.add_argument("--github", type=int, metavar="N", required=True,
-                    help="N shards as GitHub Actions matrix JSON: {\"shard\": [\"1/N\", ...]}")
+    sh = sub.add_parser("shards", help="fan a sweep out over N shards: a CI matrix, a SLURM job array, "
+                        "Kubernetes Indexed Jobs")
+    engine = sh.add_mutually_exclusive_group(required=True)
+    engine.add_argument("--github", type=int, metavar="N",
+                        help="N shards as GitHub Actions matrix JSON: {\"shard\": [\"1/N\", ...]}")
+    engine.add_argument("--slurm", type=int, metavar="N",
+                        help="a script submitting an sbatch array of N shards and a merge job after it (afterany)")
+    engine.add_argument("--k8s", type=int, metavar="N",
+                        help="Kubernetes manifests: an Indexed Job of N shards per base image, and a merge Job")
+    config_arg(sh)
+    sh.add_argument("--results", default="results", type=Path,
+                    help="the merged table (default: results); the shards write RESULTS.shards/")
+    sh.add_argument("--jobs", "-j", type=_jobs, default=2, metavar="N",
+                    help="cells at a time in each shard, and the CPUs each asks for (default: 2)")
+    sh.add_argument("--backend", choices=("venv", "docker"), default="venv",
+                    help="--slurm: the backend on the nodes (default venv; docker where the nodes run an engine)")
+    sh.add_argument("--submit", action="store_true", help="--slurm: submit both jobs with sbatch, print their ids")
+    sh.add_argument("--install", metavar="CMD",
+                    help="--k8s: the init container's command putting compat-matrix into /opt/compat-matrix")
+    sh.add_argument("--parallelism", type=_jobs, metavar="P", help="--k8s: pods of a Job at a time (default: N)")
+    sh.add_argument("run_args", nargs="*", metavar="-- RUN-ARG",
+                    help="more arguments for each shard's `compat-matrix run` (after --)")
 
     rep = sub.add_parser("reproduce", help="print the Dockerfile and commands that rebuild one cell")
     config_arg(rep)
@@ -224,9 +243,29 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 
 def cmd_shards(args: argparse.Namespace) -> int:
-    if args.github < 1:
-        raise ConfigError("--github", "N", f"{args.github} shards", "give at least 1")
-    print(json.dumps({"shard": [f"{k}/{args.github}" for k in range(1, args.github + 1)]}))
+    from matrix import fanout
+
+    if args.github is not None:
+        if args.github < 1:
+            raise ConfigError("--github", "N", f"{args.github} shards", "give at least 1")
+        print(json.dumps({"shard": [f"{k}/{args.github}" for k in range(1, args.github + 1)]}))
+        return EXIT_OK
+    f = fanout.Fanout(config=args.config, n=args.slurm if args.slurm is not None else args.k8s,
+                      results=args.results, jobs=args.jobs, backend=args.backend, as_of=args.as_of,
+                      run_args=tuple(args.run_args))
+    if args.slurm is not None:
+        fanout.fits(f, pipeline.load_spec(args.config, args.as_of), "--slurm")  # bad input here, not in N jobs
+        if not args.submit:
+            print(fanout.slurm_submit_script(f), end="")
+            return EXIT_OK
+        done = fanout.slurm_submit(f)
+        print(f"submitted array job {done.array} ({f.n} shards) and merge job {done.merge} (afterany:{done.array})")
+        print(f"scripts: {done.scripts[0]} {done.scripts[1]}; a shard K again: "
+              f"sbatch --array=K-1 {done.scripts[0]}")
+        return EXIT_OK
+    docs, notes = fanout.k8s_manifests(f, pipeline.load_spec(args.config, args.as_of), fanout.matrix_text(args.config),
+                                       install=args.install, parallelism=args.parallelism)
+    print(fanout.k8s_yaml(docs, notes, f), end="")
     return EXIT_OK
 
 

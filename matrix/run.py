@@ -9,12 +9,13 @@ with the status; nothing here reads argv or calls sys.exit, so a run can be driv
 from __future__ import annotations
 
 import datetime as dt
+import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from matrix import cells, history, index, locks, registry, resultcache, spec, sweep
+from matrix import cells, fanout, history, index, locks, registry, resultcache, spec, sweep
 from matrix.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, ConfigError, EngineUnavailable, ResultsUnwritable
 from matrix.ledger import TABLE_RECORDS, Ledger, matrix_digest, read
 from matrix.registry import Registry
@@ -87,11 +88,10 @@ def select(options: Options, s: spec.Spec, plan: cells.Plan, echo: Echo) -> tupl
     """The cells the options ask for: --select patterns, then --shard."""
     chosen = cells.select(plan.cells, list(options.select) if options.select else None)
     if options.shard:
-        try:
-            k, n = cells.parse_shard(options.shard)
-        except ValueError as e:
-            raise ConfigError(str(options.config), "--shard", str(e), "e.g. --shard 2/4") from None
-        chosen = cells.shard(chosen, k, n)
+        part = fanout.shard_of(options.shard, os.environ, str(options.config))
+        if part.source:
+            echo(f"shard {part} from the {part.source}")
+        chosen = cells.shard(chosen, part.k, part.n)
         if not chosen:  # a small matrix over many shards: this shard has nothing to do
             echo(f"shard {options.shard} holds no cell of this matrix")
     if not chosen and not options.shard:
@@ -99,6 +99,16 @@ def select(options: Options, s: spec.Spec, plan: cells.Plan, echo: Echo) -> tupl
         raise ConfigError(str(options.config), "--select", f"{list(options.select or [])} matches no cell",
                           f"run `compat-matrix list --config {options.config}` for the ids{hint}")
     return chosen
+
+
+def fanned(options: Options, echo: Echo) -> Options:
+    """--shard auto read from the engine that started this process (once, said in one line), and
+    the {index}/{count} of --results filled in: each shard its own results directory."""
+    part = fanout.shard_of(options.shard, os.environ, str(options.config)) if options.shard else None
+    if part is not None and part.source:
+        echo(f"shard {part} from the {part.source}")
+    return replace(options, shard=str(part) if part else None,
+                   results=fanout.expand_results(options.results, part, str(options.config)))
 
 
 def feeds_known_good(options: Options, known: Registry | None) -> bool:
@@ -278,6 +288,7 @@ def _stamp(records: list[Record], s: spec.Spec) -> None:
 def run(options: Options, echo: Echo = print) -> Result:
     """One run: the selected cells through a backend, their records into the ledger, the table
     derived from it. Raises CompatMatrixError for bad input and an unreachable engine."""
+    options = fanned(options, echo)
     s = load_spec(options.config, options.as_of)
     plan = cells.plan(s)
     chosen = select(options, s, plan, echo)
