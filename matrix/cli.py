@@ -133,6 +133,21 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("cell", metavar="CELL_ID")
     rep.add_argument("--write", type=Path, metavar="DIR",
                      help="also lay out the build context in DIR, ready for docker build")
+    ck = sub.add_parser("check", help="test your own images and Dockerfiles as they are: one cell each, the "
+                        "lineage of a series (Dockerfile.v*), what each install step changed")
+    ck.add_argument("targets", nargs="+", metavar="TARGET", help="an image reference (test:v78) or a Dockerfile "
+                    "(built with its own directory as the context)")
+    ck.add_argument("--results", default="results/check", type=Path,
+                    help="output directory (default: results/check); a ledger, as for run")
+    ck.add_argument("--registry", type=Path, metavar="FILE",
+                    help="the known-issue registry (default: registry/known-issues.yaml here, when there is one)")
+    ck.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE",
+                    help="passed to every Dockerfile's build (repeatable)")
+    ck.add_argument("--keep", action="store_true",
+                    help="keep the images built from Dockerfiles (tagged --tag:ID; `compat-matrix clean` removes them)")
+    ck.add_argument("--tag", default="compat-matrix-check", metavar="REPO",
+                    help="a Dockerfile's image is tagged REPO:ID, so a later one of the series can build FROM it "
+                         "(default: compat-matrix-check)")
     COMMANDS.update(registry_cli.add_commands(sub))
     return p
 
@@ -315,9 +330,28 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return _report(pipeline.merge(_options(args), args.dirs), merged=len(args.dirs))
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """The user's own images as cells; exit codes as for run."""
+    from matrix import check
+
+    result = check.check(check.Options(
+        targets=tuple(args.targets), results=args.results, registry=args.registry, keep=args.keep,
+        build_args=check.build_args(args.build_arg), tag=args.tag))
+    print(f"{len(result.records)} target(s): {summary(result.records)}")
+    if len(result.report) > 2:
+        print("\n".join(result.report[2:]).rstrip())
+    for line in result.kept:
+        print(f"kept {line}")
+    if result.paths:
+        print("wrote " + ", ".join(str(p) for p in result.paths))
+    for line in result.problems:
+        _err(line)
+    return result.status
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run, "list": cmd_list, "reproduce": cmd_reproduce, "merge": cmd_merge, "shards": cmd_shards,
-    "diff": cmd_diff, "clean": cmd_clean}
+    "diff": cmd_diff, "clean": cmd_clean, "check": cmd_check}
 
 
 class _ReaderGone:

@@ -24,9 +24,8 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from matrix import gpus as gpu_requests
 from matrix.errors import EngineUnavailable
 from matrix.probing import RunResult
 
@@ -42,6 +41,10 @@ HOST_LABEL = "org.compat-matrix.host"
 ROLE_LABEL = "org.compat-matrix.role"
 WORKBENCH = "workbench"
 PROBE = "probe"
+# The images of `compat-matrix check` (it runs no workbench): a check is taken to be alive while
+# one of its images is younger than _CHECK_ALIVE_S, so a concurrent run never reaps them mid-check.
+CHECK = "check"
+_CHECK_ALIVE_S = 6 * 3600.0
 # A workbench created but not yet started (a few milliseconds of a live run) counts as alive this long.
 _STARTING_S = 600.0
 # The classic builder colours a step's stderr; the classifier reads plain lines.
@@ -261,12 +264,21 @@ class DockerEngine:
             return f"base image {ref} is not on the engine and could not be pulled: {_short(e)}"
 
     def build(self, context_dir: Path, tag: str) -> BuildResult:
+        return self._build(tag, path=str(context_dir))
+
+    def build_context(self, context: IO[bytes], tag: str, *, dockerfile: str,
+                      build_args: dict[str, str] | None = None) -> BuildResult:
+        """Build from a tar of the context (a user's directory, with the Dockerfile to build as
+        `dockerfile` inside it), `build_args` passed through as --build-arg does."""
+        return self._build(tag, fileobj=context, custom_context=True, dockerfile=dockerfile,
+                           buildargs=dict(build_args or {}))
+
+    def _build(self, tag: str, **source: Any) -> BuildResult:
         log: list[str] = []
         error = ""
         try:
             stream = self.client.api.build(
-                path=str(context_dir), tag=tag, rm=True, forcerm=True, pull=False,
-                network_mode="host", decode=True,
+                tag=tag, rm=True, forcerm=True, pull=False, network_mode="host", decode=True, **source,
             )
             for chunk in stream:
                 if "stream" in chunk:
@@ -402,16 +414,15 @@ class DockerEngine:
         memory: str,
         timeout_s: float,
         volumes: dict[str, str] | None = None,
-        gpus: str | None = None,
+        entrypoint: list[str] | None = None,
     ) -> RunResult:
         """Run a command with no network and a memory limit; the container is always removed.
-        `volumes` (name → mount point) are mounted read-only; `gpus` (matrix.gpus' form) are
-        requested as `--gpus` does, and an engine that cannot give them is an EngineFault saying
-        gpus.NO_GPU."""
+        `volumes` (name → mount point) are mounted read-only; `entrypoint` replaces the image's
+        (a user's image may have one)."""
         try:
             container = self.client.containers.create(
                 image, command=command, environment=environment, labels=labels,
-                **({"device_requests": device_requests(gpus)} if gpus else {}),
+                **({"entrypoint": entrypoint} if entrypoint is not None else {}),
                 volumes={name: {"bind": path, "mode": "ro"} for name, path in (volumes or {}).items()},
                 network_mode="none", mem_limit=memory, memswap_limit=memory, pids_limit=512,
                 cap_drop=["ALL"], security_opt=["no-new-privileges"], read_only=True,
@@ -420,12 +431,7 @@ class DockerEngine:
         except _sdk.faults as e:
             raise EngineFault(f"creating a container from {image}: {_short(e)}") from e
         try:
-            try:
-                container.start()
-            except _sdk.faults as e:
-                if gpus and gpu_requests.engine_has_no_gpu(str(e)):
-                    raise EngineFault(f"{gpu_requests.NO_GPU} (the engine: {_short(e)})") from e
-                raise
+            container.start()
             timed_out = False
             exit_code: int | None = None
             started = time.monotonic()
@@ -546,9 +552,11 @@ def liveness(containers: list[dict[str, Any]], images: list[dict[str, Any]], now
             state == "created" and role == WORKBENCH and now - float(c.get("Created") or 0) < _STARTING_S)
         runs[run] = runs.get(run, False) or alive
     for image in images:
-        run = (image.get("Labels") or {}).get(RUN_LABEL, "")
+        labels = image.get("Labels") or {}
+        run = labels.get(RUN_LABEL, "")
         if run and run != "cache":
-            runs.setdefault(run, False)
+            young = labels.get(ROLE_LABEL) == CHECK and now - float(image.get("Created") or 0) < _CHECK_ALIVE_S
+            runs[run] = runs.get(run, False) or young
     return runs
 
 
@@ -565,12 +573,6 @@ def exec_fault(exit_code: int | None, output: str) -> str | None:
     if exit_code in (126, 127) and _RUNTIME_FAILED.search(output):
         return output.strip().splitlines()[0][:300]
     return None
-
-
-def device_requests(gpus: str) -> list[Any]:
-    """The SDK's device requests for a base's `gpus:` (docker run --gpus all: driver nvidia, count
-    -1, capabilities [["gpu"]])."""
-    return [_sdk.docker.types.DeviceRequest(**gpu_requests.device_request(gpus))]
 
 
 def _short(e: BaseException) -> str:
