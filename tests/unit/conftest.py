@@ -9,6 +9,17 @@ import pytest
 
 from matrix import spec
 from matrix.backends import interpreters
+from tests.unit import schema_harvest  # records what the validators see, for test_schemas.py
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """test_schemas.py runs last: it checks the JSON Schemas against every document the other tests
+    gave the validators in this session."""
+    items.sort(key=lambda item: item.path.name == "test_schemas.py")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    schema_harvest.dump()
 
 
 @pytest.fixture
