@@ -418,16 +418,23 @@ def merge(options: Options, dirs: list[Path], echo: Echo = print) -> Result:
     in_plan = {c.id for c in plan.cells}
     merged: dict[str, Record] = {}
     foreign: list[str] = []
+    # A directory without records is a shard that has not run (yet), on a cluster an array task
+    # cancelled or never started: its cells are missing (exit 3, listed), as a shard that died.
+    empty: list[str] = []
     for d in dirs:
         ledger = Ledger.load(d)
         if not ledger.records:
-            raise ConfigError(str(d), "DIR", "no records here", "pass the --results directories of the shard runs")
+            empty.append(str(d))
+            continue
         digests = sorted({r.matrix for r in ledger.records.values() if r.cell in in_plan and r.matrix} - {digest})
         if digests or not any(r.cell in in_plan for r in ledger.records.values()):
             foreign.append(f"{d} (matrix {', '.join(digests) or 'with none of these cells'})")
         for r in ledger.records.values():
             if r.cell in in_plan and (r.cell not in merged or _newer(r, merged[r.cell])):
                 merged[r.cell] = r
+    if len(empty) == len(dirs):
+        raise ConfigError(", ".join(empty), "DIR", "no records in any of these directories",
+                          "pass the --results directories of the shard runs")
     if foreign:
         raise ConfigError(", ".join(foreign), "DIR", f"these results are of another matrix than {options.config} "
                           f"(matrix {digest})", "merge the shards of one matrix, with the --config (and --as-of) "
@@ -440,7 +447,8 @@ def merge(options: Options, dirs: list[Path], echo: Echo = print) -> Result:
         if not options.allow_partial:
             out.problems.append(f"{len(missing)} of {len(plan.cells)} cells have no record in these directories "
                                 f"(a shard not given, or one that died):\n  {listed}\n"
-                                "nothing was written; give every shard's directory, run the missing shards, or "
+                                + (f"no records in {', '.join(empty)} (a shard that did not run?)\n" if empty else "")
+                                + "nothing was written; give every shard's directory, run the missing shards, or "
                                 "pass --allow-partial")
             out.status = EXIT_INFRA
             return out

@@ -216,3 +216,22 @@ def test_every_k8s_shard_together_is_every_cell_of_its_base(tmp_path: Path) -> N
         n = job["spec"]["completions"]
         got = [c.id for k in range(1, n + 1) for c in cells.shard(mine, k, n)]
         assert sorted(got) == sorted(c.id for c in mine) and all(cells.shard(mine, k, n) for k in range(1, n + 1))
+
+
+def test_merge_counts_a_shard_that_never_ran_as_missing_cells(tmp_path: Path) -> None:
+    """A cancelled array task leaves no directory: its cells are missing (exit 3, listed), not bad input;
+    only when no directory holds any record is the merge given the wrong directories (exit 2)."""
+    import dataclasses
+
+    from matrix import run as pipeline
+    from matrix.errors import EXIT_INFRA
+    from tests.unit.test_ledger import _merge_setup, _shard
+
+    s, ids, options = _merge_setup(tmp_path)
+    dirs = [_shard(tmp_path / "s1", s, ids[:2]), tmp_path / "s2-never-ran"]
+    result = pipeline.merge(options, dirs, echo=lambda _: None)
+    assert result.status == EXIT_INFRA
+    assert all(i in result.problems[0] for i in ids[2:]) and "s2-never-ran" in result.problems[0]
+    assert not options.results.exists()
+    with pytest.raises(ConfigError, match="no records in any"):
+        pipeline.merge(dataclasses.replace(options), [tmp_path / "a", tmp_path / "b"], echo=lambda _: None)
