@@ -194,3 +194,19 @@ def test_a_dockerfile_against_its_committed_version(tmp_path: Path) -> None:
     missing = tmp_path / "requirements-gone.txt"
     code, text = hook.check([d, missing], [], REG)
     assert code == EXIT_CONFIG and "requirements-gone.txt" in text and "not carried forward" in text
+
+
+def test_the_precommit_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)  # no results/, no registry/ here: nothing to hold the files to, and no error
+    assert cli.main(["precommit"]) == EXIT_OK
+    (tmp_path / "requirements.txt").write_text("numpy==2.2.6\nscipy==1.11.4\n")
+    assert cli.main(["precommit", "requirements.txt"]) == EXIT_OK
+    assert "no results to check the pins against" in capsys.readouterr().out
+    (tmp_path / "results").mkdir()
+    shutil.copy(real_cells.VENV_SWEEP, tmp_path / "results" / "records.jsonl")
+    assert cli.main(["precommit", "requirements.txt", "--base", "py311"]) == EXIT_FAILED
+    assert "resolve-conflict" in capsys.readouterr().out
+    (tmp_path / "requirements.txt").write_bytes(b"\xff\xfe numpy")
+    assert cli.main(["precommit", "requirements.txt"]) == EXIT_CONFIG
+    assert cli.main(["precommit", "requirements.txt", "--registry", "nowhere.yaml"]) == EXIT_CONFIG
