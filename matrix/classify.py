@@ -10,6 +10,7 @@ import signal
 from dataclasses import dataclass
 from typing import Any
 
+from matrix.gpus import NO_GPU
 from matrix.store import Outcome
 
 
@@ -149,6 +150,52 @@ def _signal_name(num: int) -> str:
         return f"signal {num}"
 
 
+# CUDA failures (torch on a GPU), read from any probe's error: the outcome stays the probe's
+# (import-error: the pins cannot use the GPU), the error leads with what it means. Real texts:
+_CUDA = (
+    # cudaErrorInsufficientDriver (35): https://github.com/nagadomi/nunif/issues/702 ("RuntimeError:
+    # CUDA error: CUDA driver version is insufficient for CUDA runtime version"),
+    # https://github.com/mlcommons/inference/issues/54; torch's own check of the driver:
+    # "The NVIDIA driver on your system is too old (found version 11040)"
+    # (https://github.com/lllyasviel/Fooocus/issues/1313, https://github.com/RangiLyu/nanodet/issues/216).
+    (re.compile(r"CUDA driver version is insufficient for CUDA runtime version|"
+                r"The NVIDIA driver on your system is too old"),
+     "CUDA driver older than the CUDA runtime of this torch build"),
+    # A build without the GPU's architecture: "RuntimeError: CUDA error: no kernel image is available for
+    # execution on the device" (https://github.com/facebookresearch/detectron2/issues/235,
+    # https://github.com/Comfy-Org/ComfyUI/issues/10326: an RTX 2060 and 2.7.1+cu128); torch warns first
+    # "... with CUDA capability sm_120 is not compatible with the current PyTorch installation"
+    # (torch/cuda/__init__.py, _check_capability).
+    (re.compile(r"no kernel image is available for execution on the device|"
+                r"is not compatible with the current PyTorch installation|"
+                r"torch build carries no kernel for"),
+     "this torch build has no kernels for the GPU's architecture"),
+    # "ImportError: libcudnn.so.8: cannot open shared object file: No such file or directory"
+    # (https://github.com/pytorch/TensorRT/issues/858; https://github.com/pytorch/pytorch/issues/4494 for
+    # a torch wheel's own "libcudnn-a2b758a6.so.7.0.3"); cuDNN's "cuDNN version incompatibility".
+    (re.compile(r"libcudnn[\w.-]*: cannot open shared object file|cuDNN version incompatibility"),
+     "cuDNN missing or mismatched"),
+    # Two NCCLs, torch linked against the newer one: "ImportError: .../libtorch_cuda.so: undefined symbol:
+    # ncclCommRegister" (https://github.com/pytorch/pytorch/issues/119932,
+    # https://github.com/NVIDIA/nccl/issues/1180), "undefined symbol: ncclMemFree" with nvidia-nccl-cu11
+    # and -cu12 both installed (https://github.com/rwth-i6/returnn/issues/1802).
+    (re.compile(r"undefined symbol: nccl\w+|libnccl[\w.-]*: cannot open shared object file|NCCL version mismatch"),
+     "NCCL mismatch"),
+    # probes/cuda.py's own words when a CUDA-less build or a broken CUDA leaves torch on the CPU.
+    (re.compile(r"torch\.cuda\.is_available\(\) is False"), "torch falls back to CPU"),
+)
+# probes/cuda.py when the cell has GPUs asked for but sees no NVIDIA driver at all: the machine's
+# doing (a runtime that did not mount the driver), not the pins'.
+_CELL_NO_DRIVER = "NoNvidiaDriver:"
+
+
+def _cuda_meaning(error: str) -> str | None:
+    for pattern, meaning in _CUDA:
+        if pattern.search(error):
+            return meaning
+    return None
+
+
 def classify_probe(record: dict[str, Any]) -> Verdict:
     """One probe's verdict from the driver's record of it."""
     name = record.get("probe", "?")
@@ -161,12 +208,17 @@ def classify_probe(record: dict[str, Any]) -> Verdict:
         return Verdict(Outcome.CRASH, f"{name}: killed by {_signal_name(int(sig))}")
     status = result.get("status")
     if status == "fail":
-        return Verdict(Outcome.IMPORT_ERROR, f"{name}: {result.get('error') or 'failed'}")
+        error = str(result.get("error") or "failed")
+        if _CELL_NO_DRIVER in error:
+            return Verdict(Outcome.INFRA_ERROR, f"{NO_GPU} ({name}: {error})")
+        meaning = _cuda_meaning(error)
+        return Verdict(Outcome.IMPORT_ERROR, f"{meaning}: {name}: {error}" if meaning else f"{name}: {error}")
     if status not in ("pass", "skip") or record.get("returncode"):
         # The probe ended without a verdict: an interpreter abort or an exit from package code.
         last = [ln for ln in stderr.splitlines() if ln.strip()]
         why = last[-1].strip() if last else f"exited with code {record.get('returncode')}"
-        return Verdict(Outcome.IMPORT_ERROR, f"{name}: {why}")
+        meaning = _cuda_meaning(why)
+        return Verdict(Outcome.IMPORT_ERROR, f"{meaning}: {name}: {why}" if meaning else f"{name}: {why}")
     for text in [stderr, *result.get("warnings", [])]:
         trouble = TROUBLE.search(text)
         if trouble:
@@ -175,7 +227,7 @@ def classify_probe(record: dict[str, Any]) -> Verdict:
 
 
 # When probes disagree, the cell takes the gravest verdict; its error is that probe's.
-_SEVERITY = [Outcome.CRASH, Outcome.TIMEOUT, Outcome.IMPORT_ERROR, Outcome.WARN, Outcome.PASS]
+_SEVERITY = [Outcome.INFRA_ERROR, Outcome.CRASH, Outcome.TIMEOUT, Outcome.IMPORT_ERROR, Outcome.WARN, Outcome.PASS]
 
 
 def classify_probes(records: list[dict[str, Any]]) -> Verdict:

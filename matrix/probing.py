@@ -17,6 +17,7 @@ from typing import Any
 
 from matrix.cells import Cell
 from matrix.classify import Verdict, classify_probes
+from matrix.gpus import probe_environment
 from matrix.store import Outcome
 
 
@@ -49,9 +50,11 @@ def new_nonce() -> str:
 
 
 def environment(cell: Cell, nonce: str, timeout_s: float,
-                issue_probes: tuple[tuple[str, str], ...] = (), *, pycache: str = "/tmp/pycache") -> dict[str, str]:
-    """What the driver is told: the cell's pins, the per-probe limit, the nonce, and the
-    registry's issue-specific checks ((issue, python snippet) pairs).
+                issue_probes: tuple[tuple[str, str], ...] = (), *, pycache: str = "/tmp/pycache",
+                gpus: str | None = None) -> dict[str, str]:
+    """What the driver is told: the cell's pins, the per-probe limit, the nonce, the
+    registry's issue-specific checks ((issue, python snippet) pairs), and the GPUs the base asks
+    for (`gpus`, matrix.gpus' form: probes/cuda.py runs only then).
 
     Bytecode goes to `pycache` (a scratch directory of the cell, Python 3.8+): the first probe
     compiles what it imports, the others load it (importing numpy + scipy takes 2.5 s from
@@ -63,6 +66,7 @@ def environment(cell: Cell, nonce: str, timeout_s: float,
     numpy + scipy side by side on 2 cores took 1.3× as long as one after the other; with
     OPENBLAS_THREAD_TIMEOUT=4, 1.0×."""
     return {
+        **probe_environment(gpus),
         "COMPAT_MATRIX_PINS": json.dumps(cell.pin_dict),
         "COMPAT_MATRIX_ISSUE_PROBES": json.dumps([{"issue": i, "probe": p} for i, p in issue_probes]),
         "COMPAT_MATRIX_PROBE_TIMEOUT": str(timeout_s),

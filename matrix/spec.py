@@ -17,6 +17,8 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from matrix.errors import ConfigError
+from matrix.gpus import Invalid as InvalidGpus
+from matrix.gpus import parse as parse_gpus
 from matrix.inputs import did_you_mean, kind_of, load_yaml, read_text
 
 MODES = ("together", "layered")
@@ -41,7 +43,7 @@ MAX_TIMEOUT_S = 86_400  # a probe's limit: a day
 _URL = re.compile(r"^(https?|file)://[^\s'\"`$;|&<>\\]+$")
 
 TOP_KEYS = ("bases", "packages", "modes", "layered_order", "exclude", "include", "install", "limits")
-BASE_KEYS = ("image", "setup", "python")
+BASE_KEYS = ("image", "setup", "python", "gpus")
 INSTALL_KEYS = ("only_binary", "index_url", "extra_index_urls", "find_links", "ca_bundle")
 LIMIT_KEYS = ("timeout_s", "memory")
 QUERY_KEYS = ("spec", "pick", "latest", "pre")
@@ -63,6 +65,8 @@ class Base:
     image: str | None = None
     python: str | None = None
     setup: tuple[str, ...] = ()
+    # GPUs its cells ask for (matrix.gpus: "all", "count:N", "device:0,1"); None: none.
+    gpus: str | None = None
 
     @property
     def image_python(self) -> str:
@@ -255,7 +259,13 @@ class _Validator:
                 if "\n" in step:
                     raise self.fail(f"{key}.setup[{i}]", "a setup step spans several lines",
                                     "give each command as its own list entry")
-            out.append(Base(name=name, image=image, python=python, setup=setup))
+            gpus = None
+            if "gpus" in body:
+                try:
+                    gpus = parse_gpus(body["gpus"])
+                except InvalidGpus as e:
+                    raise self.fail(f"{key}.gpus", e.problem, e.fix) from None
+            out.append(Base(name=name, image=image, python=python, setup=setup, gpus=gpus))
         return tuple(out)
 
     def query(self, value: dict[str, Any], key: str) -> Query:

@@ -23,6 +23,7 @@ from typing import Protocol
 
 from matrix.cells import Cell
 from matrix.errors import ENGINE_GONE, EXIT_INTERRUPTED, Cancelled, redact
+from matrix.gpus import NO_GPU_MARK  # a machine without GPUs: waiting mends nothing, not retried
 from matrix.resultcache import ResultCache
 from matrix.spec import Base
 from matrix.store import Outcome, Record, RecordLog
@@ -166,7 +167,7 @@ class _Sweep:
         record = _run_once(self.backend, cell, log_dir, self.run_id)
         for wait in self.retry_waits:
             if (record.outcome is not Outcome.INFRA_ERROR or record.error in self.persistent
-                    or _fatal(record) or self.stop.is_set()):
+                    or _fatal(record) or record.error.startswith(NO_GPU_MARK) or self.stop.is_set()):
                 break
             self.say(f"{self.pad} {cell.id}: infra-error ({record.error[:120]}); again in {wait:.0f}s")
             self.sleep(wait)

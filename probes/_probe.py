@@ -20,8 +20,10 @@ class Skip(Exception):
     """Raised by a check that does not apply to this cell (its package is not installed)."""
 
 
-def run(checks):
-    """Run (name, callable) checks in order, write the verdict, exit 0 (the verdict says it all)."""
+def run(checks, facts=None, stop_at_first=False):
+    """Run (name, callable) checks in order, write the verdict, exit 0 (the verdict says it all).
+    `facts`: a dict the checks fill with what they learnt, kept in the verdict; `stop_at_first`:
+    checks that build on each other end at the first failure."""
     results = []
     ran = 0
     error = None
@@ -44,10 +46,14 @@ def run(checks):
                 ran += 1
         for w in caught:
             seen_warnings.append("%s: %s" % (w.category.__name__, w.message))
+        if error is not None and stop_at_first:
+            break
     if not ran:
         status = "skip"
     else:
         status = "fail" if error else "pass"
     verdict = {"status": status, "error": error, "checks": results, "warnings": seen_warnings}
+    if facts is not None:
+        verdict["facts"] = facts
     with open(os.environ["COMPAT_MATRIX_RESULT"], "w", encoding="utf-8") as f:
         json.dump(verdict, f)

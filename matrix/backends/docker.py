@@ -33,7 +33,7 @@ from typing import Protocol
 
 from uv import find_uv_bin
 
-from matrix import install, probing
+from matrix import gpus, install, probing
 from matrix.backends import dockerfile
 from matrix.backends.engine import (
     CELL_LABEL,
@@ -86,7 +86,8 @@ class Engine(Protocol):
     def put_files(self, container: str, files: dict[str, Path | bytes], mode: int = 0o644) -> None: ...
     def exec(self, container: str, command: list[str], environment: dict[str, str] | None = None) -> RunResult: ...
     def run(self, image: str, command: list[str], *, environment: dict[str, str], labels: dict[str, str],
-            memory: str, timeout_s: float, volumes: dict[str, str] | None = None) -> RunResult: ...
+            memory: str, timeout_s: float, volumes: dict[str, str] | None = None,
+            gpus: str | None = None) -> RunResult: ...
     def remove_labelled(self, run_id: str, cell: str | None = None, *, settle_s: float = 0.0) -> int: ...
     def live_runs(self) -> dict[str, bool]: ...
     def image_id(self, ref: str) -> str | None: ...
@@ -322,8 +323,25 @@ class DockerBackend:
                     b.ready = True
                     return b
             self.engine.ensure_volume(CACHE_VOLUME, CACHE_LABELS)
+            if base.gpus:
+                no_gpu = self._gpus_refused(b.image, base)
+                if no_gpu is not None:
+                    b.failed = no_gpu  # for all of the base's cells: no install for GPUs that are not there
             b.ready = True
             return b
+
+    def _gpus_refused(self, image: str, base: Base) -> Verdict | None:
+        """Whether the engine gives the base's GPUs, asked once per base before any install (a
+        torch CUDA build is gigabytes): an infra-error saying so when it does not. Any other
+        fault of this container is left to the cells' own probe containers."""
+        try:
+            self.engine.run(image, ["true"], environment={}, labels=self.labels(), memory="64m",
+                            timeout_s=60.0, gpus=base.gpus)
+        except EngineFault as e:
+            if gpus.NO_GPU in str(e):
+                return Verdict(Outcome.INFRA_ERROR, f"{redact(str(e))}; base {base.name} asks for gpus: "
+                                                    f"{gpus.describe(base.gpus or '')}")
+        return None
 
     def _start_bench(self, b: _Base, base: Base, *, first: bool) -> str:
         """Start a workbench of the base's prefix image; "" (and b.failed) when its Python does not run.
@@ -462,10 +480,11 @@ class DockerBackend:
             nonce = probing.new_nonce()
             ran = self.engine.run(
                 b.image, [f"{venv}/bin/python", dockerfile.DRIVER],
-                environment={**probing.environment(cell, nonce, limits.timeout_s, self.issue_probes),
+                environment={**probing.environment(cell, nonce, limits.timeout_s, self.issue_probes, gpus=base.gpus),
                              "COMPAT_MATRIX_PYC_OVERLAY": dockerfile.PYC},
                 labels=self.labels(cell), memory=limits.memory,
                 timeout_s=probing.driver_timeout(limits.timeout_s), volumes={CACHE_VOLUME: dockerfile.CACHE},
+                gpus=base.gpus,
             )
             report, verdict = probing.conclude(ran, nonce, log_dir, limits.memory)
             return probing.Probed(report, verdict, log_dir, cell.id)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from matrix import gpus as gpu_requests
 from matrix.errors import EngineUnavailable
 from matrix.probing import RunResult
 
@@ -415,14 +416,17 @@ class DockerEngine:
         timeout_s: float,
         volumes: dict[str, str] | None = None,
         entrypoint: list[str] | None = None,
+        gpus: str | None = None,
     ) -> RunResult:
         """Run a command with no network and a memory limit; the container is always removed.
         `volumes` (name → mount point) are mounted read-only; `entrypoint` replaces the image's
-        (a user's image may have one)."""
+        (a user's image may have one); `gpus` (matrix.gpus' form) are requested as `--gpus` does,
+        and an engine that cannot give them is an EngineFault saying gpus.NO_GPU."""
         try:
             container = self.client.containers.create(
                 image, command=command, environment=environment, labels=labels,
                 **({"entrypoint": entrypoint} if entrypoint is not None else {}),
+                **({"device_requests": device_requests(gpus)} if gpus else {}),
                 volumes={name: {"bind": path, "mode": "ro"} for name, path in (volumes or {}).items()},
                 network_mode="none", mem_limit=memory, memswap_limit=memory, pids_limit=512,
                 cap_drop=["ALL"], security_opt=["no-new-privileges"], read_only=True,
@@ -431,7 +435,12 @@ class DockerEngine:
         except _sdk.faults as e:
             raise EngineFault(f"creating a container from {image}: {_short(e)}") from e
         try:
-            container.start()
+            try:
+                container.start()
+            except _sdk.faults as e:
+                if gpus and gpu_requests.engine_has_no_gpu(str(e)):
+                    raise EngineFault(f"{gpu_requests.NO_GPU} (the engine: {_short(e)})") from e
+                raise
             timed_out = False
             exit_code: int | None = None
             started = time.monotonic()
@@ -573,6 +582,12 @@ def exec_fault(exit_code: int | None, output: str) -> str | None:
     if exit_code in (126, 127) and _RUNTIME_FAILED.search(output):
         return output.strip().splitlines()[0][:300]
     return None
+
+
+def device_requests(gpus: str) -> list[Any]:
+    """The SDK's device requests for a base's `gpus:` (docker run --gpus all: driver nvidia, count
+    -1, capabilities [["gpu"]])."""
+    return [_sdk.docker.types.DeviceRequest(**gpu_requests.device_request(gpus))]
 
 
 def _short(e: BaseException) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from uv import find_uv_bin
 
-from matrix import install, locks, paths, probing
+from matrix import gpus, install, locks, paths, probing
 from matrix.backends import interpreters
 from matrix.cells import Cell
 from matrix.classify import Verdict, classify_install
@@ -142,6 +142,9 @@ class VenvBackend:
         found = interpreters.find(base.python or "")
         if found is None:
             return Verdict(Outcome.INFRA_ERROR, self.skip_reason(base) or "no interpreter")
+        if base.gpus and not gpus.host_has_driver():
+            return Verdict(Outcome.INFRA_ERROR, f"{gpus.NO_GPU_HOST}; base {base.name} asks for gpus: "
+                                                f"{gpus.describe(base.gpus)}")
         record.engine = f"{os.uname().nodename}: {found.path}"
         record.base_id = self.base_id(base)
         venv = work / "venv"
@@ -181,7 +184,11 @@ class VenvBackend:
             nonce = probing.new_nonce()
             probe_env = dict(env)
             probe_env.update(probing.environment(cell, nonce, limits.timeout_s, self.issue_probes,
-                                                 pycache=str(work / "pycache")), HOME=str(home))
+                                                 pycache=str(work / "pycache"), gpus=base.gpus), HOME=str(home))
+            if base.gpus:
+                visible = gpus.visible_devices(base.gpus)
+                if visible is not None:
+                    probe_env["CUDA_VISIBLE_DEVICES"] = visible
             # Its probes run as the user anyway: the bytecode they write is no less trusted than the
             # venv they ran in, so they may add to what later cells share (probes/_bytecode.py).
             probe_env.update(COMPAT_MATRIX_PYC_OVERLAY=str(paths.cache_root() / "pyc"),

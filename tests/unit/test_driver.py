@@ -102,7 +102,7 @@ def test_the_driver_and_probes_run_on_old_and_new_interpreters(version: str, tmp
     report = probing.parse(out.stdout.decode(), nonce)
     assert report.complete, out.stderr.decode()
     assert report.python == found.version
-    assert [p["probe"] for p in report.probes] == ["imports", "known_issues", "numeric", "torch_numpy"]
+    assert [p["probe"] for p in report.probes] == ["cuda", "imports", "known_issues", "numeric", "torch_numpy"]
     assert classify_probes(report.probes).outcome is Outcome.IMPORT_ERROR
 
 
