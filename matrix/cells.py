@@ -6,7 +6,6 @@ Pure planning: no engine, no installer. A cell's id is what users type to select
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import itertools
 from dataclasses import dataclass
 
@@ -100,12 +99,16 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def shard(cells_: tuple[Cell, ...], k: int, n: int) -> tuple[Cell, ...]:
-    """The cells of shard k of n (in the order given). The cells are sorted by a hash of their id
-    and dealt round-robin, so the n shards differ in size by at most one cell, and a given set of
-    cell ids splits the same way wherever and in whatever order it is planned (each shard of a CI
-    run computes its own part)."""
+    """The cells of shard k of n (in the order given). The cells are ordered by what they install
+    (base, then each pin, then mode) and cut into n consecutive runs whose sizes differ by at most
+    one cell: cells that share a base and pins stay in one shard except where a cut falls, so a
+    wheel is downloaded by few shards (with hashed round-robin, by nearly every one). The split depends on the set of
+    cells only, so it is the same wherever and in whatever order they are planned (each shard of a
+    CI run, an array task or a pod computes its own part)."""
     if not 1 <= k <= n:
         raise ValueError(f"shard {k}/{n} is not K/N with 1 <= K <= N")
-    ranked = sorted({c.id for c in cells_}, key=lambda i: (hashlib.sha256(i.encode()).digest(), i))
-    mine = set(ranked[k - 1::n])
+    ranked = sorted({c.id: c for c in cells_}.values(), key=lambda c: (c.base, c.pins, c.mode, c.id))
+    q, r = divmod(len(ranked), n)
+    start = (k - 1) * q + min(k - 1, r)
+    mine = {c.id for c in ranked[start:start + q + (1 if k <= r else 0)]}
     return tuple(c for c in cells_ if c.id in mine)

@@ -235,3 +235,20 @@ def test_merge_counts_a_shard_that_never_ran_as_missing_cells(tmp_path: Path) ->
     assert not options.results.exists()
     with pytest.raises(ConfigError, match="no records in any"):
         pipeline.merge(dataclasses.replace(options), [tmp_path / "a", tmp_path / "b"], echo=lambda _: None)
+
+
+def test_shards_keep_cells_that_share_pins_together() -> None:
+    """48 cells (2 bases x 4 numpy x 3 scipy x 2 modes) over 4 shards: each shard holds one base
+    and two numpy versions whole, so a wheel is fetched by one or two shards, not by all four."""
+    import itertools
+
+    some = tuple(cells.Cell(base, mode, (("numpy", np), ("scipy", sp))) for base, np, sp, mode in itertools.product(
+        ("py311", "py312"), ("1.24.4", "1.26.4", "2.1.3", "2.2.6"), ("1.11.4", "1.13.1", "1.14.1"),
+        ("together", "layered")))
+    parts = [cells.shard(some, k, 4) for k in range(1, 5)]
+    assert [len(p) for p in parts] == [12] * 4
+    for p in parts:
+        assert len({c.base for c in p}) == 1 and len({c.pin_dict["numpy"] for c in p}) == 2
+    downloads = {(k, c.base, name, v) for k, p in enumerate(parts) for c in p for name, v in c.pins}
+    wheels = {(c.base, name, v) for c in some for name, v in c.pins}
+    assert len(wheels) == 14 and len(downloads) == 20  # round-robin over a hash: 56
