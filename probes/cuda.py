@@ -119,6 +119,7 @@ class Checks:
                                  "/proc/driver/nvidia/version, no nvidia-smi, no libcuda.so.1)"
                                  % os.environ.get(GPUS_VAR))
         self.facts["driver_cuda"] = driver_cuda_version()
+        self.facts["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
 
     def build(self):
         import torch
