@@ -95,7 +95,7 @@ for row in rows:
                 result = record.get("result") or {}
                 facts = result.get("facts") or {}
                 print("  cuda probe: %s%s" % (result.get("status"), " - " + result["error"] if result.get("error") else ""))
-    for key in ("torch", "torch_cuda", "driver_cuda", "device_count", "devices", "arch_list",
+    for key in ("torch", "torch_cuda", "driver_cuda", "cuda_visible_devices", "device_count", "devices", "arch_list",
                 "matmul_max_abs_error", "cudnn", "conv_max_abs_error", "nccl"):
         if key in facts:
             print(f"  {key}: {json.dumps(facts[key])}")
