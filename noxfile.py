@@ -79,3 +79,5 @@ def bench(session: nox.Session) -> None:
     install_project(session)
     session.install("nox")
     session.run("python", "-m", "benchmarks.bench", *session.posargs)
+    # Issue #16's scale: planning, sharding and merging 100 000 cells over 100 shards (time, peak memory).
+    session.run("python", "-m", "benchmarks.fanout_scale")
