@@ -92,6 +92,32 @@ def _killed(returncode: int | None) -> str | None:
     return None
 
 
+# The head of uv's explanation ("  cause: Because …", or "  ╰─▶ Because …" with colour): the
+# sentences after it stand at the column its text starts in.
+_CAUSE = re.compile(r"^(\s*(?:cause: |╰─▶ ))\S")
+
+
+def unwrap(log: str) -> str:
+    """uv's explanation as one line a sentence, whatever the terminal's width: uv wraps it at the
+    width it finds (80 columns where it finds none, as under a test runner), which would cut a
+    conflict's words ("… and you require\n         numpy==2.2.6, …") apart. A line at the text's
+    column continues the sentence before it, unless it starts another ("And because …")."""
+    out: list[str] = []
+    column = 0
+    for line in log.splitlines():
+        head = _CAUSE.match(line)
+        if head:
+            column = len(head.group(1))
+        elif (column and out and line[:column].strip() == "" and line[column:column + 1].strip()
+              and not line[column:].startswith(("And because", "Because"))):
+            out[-1] += " " + line[column:].strip()
+            continue
+        elif line.strip() == "" or not line.startswith(" " * column):
+            column = 0
+        out.append(line)
+    return "\n".join(out) + ("\n" if log.endswith("\n") else "")
+
+
 def classify_install(log: str, *, returncode: int | None = None, only_binary: bool = True) -> Verdict:
     """The outcome of a failed install step, from the installer's own output and exit status.
 
@@ -102,6 +128,7 @@ def classify_install(log: str, *, returncode: int | None = None, only_binary: bo
     `infra-error`. With `only_binary` (wheels only: nothing is built) a failure no rule
     recognises is infra as well; without it, it is taken as the build's (build-error).
     `returncode`: the step's exit status when known (None: not known)."""
+    log = unwrap(log)
     code = f" (exit code {returncode})" if returncode is not None else ""
     sig = _killed(returncode)
     if sig:

@@ -19,24 +19,40 @@ EXIT_INTERRUPTED = 130  # Ctrl-C; SIGTERM ends with 143
 # An infra-error that every later cell would repeat: the sweep stops on it.
 ENGINE_GONE = "the Docker Engine stopped answering"
 
-# A URL's credentials: scheme://user:password@. What a hand-typed password may hold is hidden too:
-# after "user:", anything but whitespace up to the word's last '@' ('@' and '/' in a password);
-# failing that, anything up to the last '@' before the host's first '/' or the line's end (spaces,
-# '$', quotes). A mistyped URL, or one with a space in its password and no path, followed on its
-# line by an '@', loses more than its credentials rather than showing part of them. A scheme starts
-# a word, and no scan goes past the next URL's '://': linear in the text.
-URL_CREDENTIALS = re.compile(r"(?<![A-Za-z0-9+.-])(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)"
-                             r"(?:[^/\s:@]*:(?:(?!://)\S)*@|[^/\r\n]*@)")
+# A URL's credentials: scheme://user:password@. What a hand-typed password may hold is hidden too,
+# by the longer of two readings: anything up to the last '@' before the host's first '/' or the
+# line's end (spaces, '$', quotes, '@'); after "user:", anything but whitespace up to the word's last
+# '@' ('@' and '/'). A mistyped URL, or one followed on its line by an '@', may lose more than its
+# credentials, never show part of them. A scheme starts a word; each reading is one scan that stops
+# at a '/' or a line's end, or at whitespace or the next '://': linear in the text.
+_SCHEME = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://")
+_READINGS = (re.compile(r"[^/\r\n]*@"), re.compile(r"[^/\s:@]*:(?:(?!://)\S)*@"))
+
+
+def _credentials(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each URL's credentials (the text between '://' and its '@', inclusive)."""
+    spans: list[tuple[int, int]] = []
+    for m in _SCHEME.finditer(text):
+        if spans and m.start() < spans[-1][1]:
+            continue  # inside credentials already hidden
+        ends = [found.end() for rx in _READINGS if (found := rx.match(text, m.end()))]
+        if ends:
+            spans.append((m.end(), max(ends)))
+    return spans
 
 
 def redact(text: str) -> str:
     """Hide credentials in URLs (https://user:token@host → https://***@host)."""
-    return URL_CREDENTIALS.sub(r"\g<scheme>***@", text)
+    out, last = [], 0
+    for start, end in _credentials(text):
+        out += [text[last:start], "***@"]
+        last = end
+    return "".join(out) + text[last:] if out else text
 
 
 def has_credentials(text: str) -> bool:
     """Whether the text holds a URL with user:password@ (or a token@) in it."""
-    return URL_CREDENTIALS.search(text) is not None
+    return bool(_credentials(text))
 
 
 class CompatMatrixError(Exception):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import posixpath
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 from matrix.cells import Cell, install_order
 from matrix.classify import Verdict
-from matrix.errors import URL_CREDENTIALS as _CREDENTIALS
+from matrix.errors import has_credentials as errors_has_credentials
 from matrix.errors import redact as redact  # install.redact: where the backends import it from
 from matrix.spec import Spec, canonical_name
 from matrix.store import Outcome
@@ -85,7 +86,7 @@ class RunInstalls:
 
 
 # uv's words for the simplest conflict: one pin's own requirement excludes another pin.
-_PIN_CONFLICT = re.compile(r"^Because (?P<a>[A-Za-z0-9._-]+)==(?P<av>\S+) depends on (?P<b>[A-Za-z0-9._-]+)"
+PIN_CONFLICT = re.compile(r"^Because (?P<a>[A-Za-z0-9._-]+)==(?P<av>\S+) depends on (?P<b>[A-Za-z0-9._-]+)"
                            r"[<>=!~,.*0-9A-Za-z+]* and you require (?P=b)==(?P<bv>[^\s,]+),")
 
 
@@ -94,7 +95,7 @@ def _settled_offline(verdict: Verdict, cell: Cell) -> bool:
     another that the cell pins otherwise. It rests on the metadata of that pin alone, which this
     run read online; any other failure offline may be something missing there (uv: "numpy was
     not found in the cache", "numpy==2.2.6 needs to be downloaded from a registry")."""
-    m = _PIN_CONFLICT.match(verdict.error)
+    m = PIN_CONFLICT.match(verdict.error)
     if verdict.outcome is not Outcome.RESOLVE_CONFLICT or m is None:
         return False
     pins = {(canonical_name(n), v) for n, v in cell.pins}
@@ -112,7 +113,7 @@ class Step:
 def has_credentials(spec: Spec) -> bool:
     """Whether an index or link URL carries user:password@ (which must stay out of command lines)."""
     urls = [spec.install.index_url or "", *spec.install.extra_index_urls, *spec.install.find_links]
-    return any(_CREDENTIALS.search(u) for u in urls)
+    return any(errors_has_credentials(u) for u in urls)
 
 
 def uv_toml(spec: Spec, find_links: list[str]) -> str:
@@ -126,13 +127,25 @@ def uv_toml(spec: Spec, find_links: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Writes a file with the interpreter of the cell's venv (so every backend, and a Dockerfile, can).
+_WRITE = "import sys; open(sys.argv[1], 'w').write(sys.argv[2])"
+
+
+def overrides_path(python: str) -> str:
+    """Where an override cell's overrides file goes: in the venv whose interpreter is `python`."""
+    return posixpath.join(posixpath.dirname(posixpath.dirname(python)), "compat-matrix-overrides.txt")
+
+
 def uv_commands(cell: Cell, spec: Spec, uv: str, python: str, find_links: list[str], *,
                 index_in_config: bool = False, offline: bool = False) -> list[list[str]]:
     """The cell's install steps as `uv pip` commands into the venv whose interpreter is `python`
     (what both backends run, and what `compat-matrix reproduce` prints); `offline`: from uv's
-    cache only (see RunInstalls)."""
+    cache only (see RunInstalls). An override cell first writes its pins as uv's overrides file."""
     out = []
-    for step in steps(cell, spec, find_links, index_in_config=index_in_config):
+    overrides = overrides_path(python) if cell.mode == "override" else None
+    if overrides is not None:
+        out.append([python, "-c", _WRITE, overrides, "".join(f"{r}\n" for r in cell.requirements())])
+    for step in steps(cell, spec, find_links, index_in_config=index_in_config, overrides=overrides):
         verb, *opts = step.args
         out.append([uv, "pip", verb, *(["--offline"] if offline else []), "--python", python, *opts])
     return out
@@ -165,10 +178,17 @@ def exclude_newer(as_of: dt.date) -> str:
     return (as_of + dt.timedelta(days=1)).strftime("%Y-%m-%dT00:00:00Z")
 
 
-def steps(cell: Cell, spec: Spec, find_links: list[str], *, index_in_config: bool = False) -> list[Step]:
+def steps(cell: Cell, spec: Spec, find_links: list[str], *, index_in_config: bool = False,
+          overrides: str | None = None) -> list[Step]:
     opts = options(spec, find_links, index_in_config=index_in_config)
     if cell.mode == "together":
         return [Step(("install", *opts, *cell.requirements()))]
+    if cell.mode == "override":
+        # The bounds audit: the pins in one install, the packages' declared requirements on them
+        # overridden (uv's --override with the pins): what runs when a resolver is not asked.
+        if overrides is None:
+            raise ValueError("an override cell's steps need the path of its overrides file")
+        return [Step(("install", *opts, "--override", overrides, *cell.requirements()))]
     # layered: what a Dockerfile with one `RUN pip install` per package produces. The first step
     # resolves normally; every later one is forced over what is there (--no-deps), which is how a
     # later line silently replaces a numpy an earlier scipy was built against.

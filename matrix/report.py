@@ -126,7 +126,7 @@ def pivot(df: pd.DataFrame, names: list[str]) -> pd.DataFrame:
 
 def markdown(df: pd.DataFrame, names: list[str], notes: Annotations | None = None, changes: str | None = None,
              title: str = "Compatibility matrix", grid: pd.DataFrame | None = None,
-             about: list[str] | None = None) -> str:
+             about: list[str] | None = None, sections: list[str] | None = None) -> str:
     """The table as Markdown; `grid` is pivot(df, names) when the caller already has it; `about`:
     lines under the title (where the verdicts come from, a partial merge)."""
     out = [f"# {title}", ""]
@@ -161,6 +161,8 @@ def markdown(df: pd.DataFrame, names: list[str], notes: Annotations | None = Non
                 f"Paste an entry into {notes.registry_path} once the cause and the fix are known:", ""]
         for entry in notes.new_entries:
             out += ["```yaml", entry.rstrip(), "```", ""]
+    for section in sections or []:
+        out += [section.rstrip(), ""]
     out += ["## Legend", ""]
     legend = pd.DataFrame([{"": SYMBOLS[o], "outcome": o.value, "meaning": MEANINGS[o]} for o in Outcome]
                           + [{"": NO_CELL, "outcome": "no cell", "meaning": "not a cell of the matrix (excluded)"}])
@@ -259,7 +261,8 @@ def not_run_rows(cells: list[Cell]) -> list[Record]:
 
 def write(records: list[Record], results_dir: Path, packages: tuple[str, ...] = (),
           notes: Annotations | None = None, changes: str | None = None, *,
-          not_run: list[Cell] | None = None, about: list[str] | None = None) -> list[Path]:
+          not_run: list[Cell] | None = None, about: list[str] | None = None,
+          sections: list[str] | None = None) -> list[Path]:
     """The table and the records behind it (records.jsonl: what the registry and advisor read).
     `not_run`: cells of the matrix without a record, rows of the table with their own symbol."""
     rows = records + not_run_rows(not_run or []) if not_run else records
@@ -269,7 +272,7 @@ def write(records: list[Record], results_dir: Path, packages: tuple[str, ...] = 
     outputs = {
         "records.jsonl": records_jsonl(records),
         "matrix.csv": df.to_csv(index=False),
-        "matrix.md": markdown(df, names, notes, changes, grid=grid, about=about),
+        "matrix.md": markdown(df, names, notes, changes, grid=grid, about=about, sections=sections),
         "matrix.html": exports.html(df, names, grid),
         "junit.xml": exports.junit(df),
         "matrix.json": exports.as_json(df),

@@ -18,7 +18,7 @@ from pathlib import Path
 from matrix import cells, fanout, history, index, locks, registry, resultcache, spec, sweep
 from matrix.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, ConfigError, EngineUnavailable, ResultsUnwritable
 from matrix.ledger import TABLE_RECORDS, Ledger, matrix_digest, read
-from matrix.registry import Registry
+from matrix.registry import Registry, bounds
 from matrix.store import Outcome, Record
 
 Echo = Callable[[str], None]
@@ -265,9 +265,12 @@ def _write_table(ledger: Ledger, plan: cells.Plan, s: spec.Spec, known: Registry
              + ". Each verdict is the latest its cell got; the records name the run that made it.",
              *(notes or [])]
     annotations = registry.annotate(known, table) if known is not None else None
+    # With override cells in the matrix, the bounds audit goes into matrix.md too.
+    audited = bounds.markdown(bounds.audit(table)) if "override" in s.modes or any(
+        r.mode == "override" for r in table) else ""
     paths += report.write(table, results, s.package_names, annotations,
                           history.format_diff(changes, markdown=True) if changes else None,
-                          not_run=not_run, about=about)
+                          not_run=not_run, about=about, sections=[audited] if audited else None)
     paths.append(history.keep(table, results, run_id))
     if known is not None and known_good:
         from matrix.registry import knowngood

@@ -21,7 +21,7 @@ from matrix.gpus import Invalid as InvalidGpus
 from matrix.gpus import parse as parse_gpus
 from matrix.inputs import did_you_mean, kind_of, load_yaml, read_text
 
-MODES = ("together", "layered")
+MODES = ("together", "layered", "override")
 
 # PEP 508 names; ASCII letters, digits, and . _ - inside.
 _NAME = re.compile(r"^([A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9])$")

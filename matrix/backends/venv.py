@@ -205,7 +205,8 @@ class VenvBackend:
     def _install(self, commands: list[list[str]], env: dict[str, str], work: Path, log: list[str]) -> Verdict | None:
         """Run the cell's installer commands; the verdict of the first that fails, else None."""
         for argv in commands:
-            log.append("$ " + shlex.join(["uv", *argv[1:]]) + "\n")
+            shown = ["uv", *argv[1:]] if argv[0] == self.uv else argv  # uv by its name, not its path
+            log.append("$ " + shlex.join(shown) + "\n")
             done = self._proc(argv, env, work, _INSTALL_TIMEOUT_S)
             if done.timed_out:
                 return Verdict(Outcome.INFRA_ERROR, f"the installer did not finish in {_INSTALL_TIMEOUT_S} s")

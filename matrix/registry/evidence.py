@@ -48,8 +48,10 @@ def current(records: Iterable[Record]) -> list[Record]:
 
 
 def with_verdict(records: Iterable[Record]) -> list[Record]:
-    """Records that are evidence about the combination (an infra error says nothing about it)."""
-    return [r for r in records if r.outcome is not Outcome.INFRA_ERROR]
+    """Records that are evidence about the combination as installs give it (an infra error says
+    nothing about it; an override cell answers the bounds audit, bounds.py: no resolver would
+    install its pins that way, so it is no known-good or known-bad install)."""
+    return [r for r in records if r.outcome is not Outcome.INFRA_ERROR and r.mode != "override"]
 
 
 def canon(name: str) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from matrix import registry
 from matrix.errors import EXIT_FAILED, EXIT_OK
-from matrix.registry import constraints, evidence, hook, schema
+from matrix.registry import bounds, constraints, evidence, hook, schema
 from matrix.registry.commands import Handler, _build_args, _images, _records_if_any
 
 
@@ -34,6 +34,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not written:
         print("no base has a passing cell: nothing written")
         return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_bounds(args: argparse.Namespace) -> int:
+    """The bounds audit over the results: declared requirements judged by the override cells."""
+    findings = bounds.audit(evidence.latest_records(args.results))
+    if args.format == "json":
+        print(bounds.as_json(findings), end="")
+    else:
+        print(bounds.markdown(findings) or "no declared bound met in these results (run a matrix with "
+              "modes: [together, override])\n", end="")
     return EXIT_OK
 
 
@@ -63,6 +74,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> dict[str, Handler]:
     ex.add_argument("--results", type=Path, default=Path("results"),
                     help="the sweep's output directory (default: results)")
 
+    bd = subparsers.add_parser("bounds", help="the bounds audit: each declared requirement a together cell ran "
+                               "into, judged by its override cell (needed, too strict), and pins the resolver "
+                               "allowed that break (missing)")
+    bd.add_argument("--results", type=Path, default=Path("results"),
+                    help="the sweep's output directory (default: results)")
+    bd.add_argument("--format", choices=("markdown", "json"), default="markdown")
+
     sc = subparsers.add_parser("schema", help="print the JSON Schema of matrix.yaml or known-issues.yaml "
                                "(for editors: # yaml-language-server: $schema=...)")
     sc.add_argument("which", choices=schema.NAMES)
@@ -79,5 +97,5 @@ def add_commands(subparsers: argparse._SubParsersAction) -> dict[str, Handler]:
                     help=f"the known-issue registry (default: {registry.DEFAULT_PATH}; none if absent)")
     pc.add_argument("--results", type=Path, default=Path("results"),
                     help="the sweep's output directory, read for evidence (default: results; none if absent)")
-    return {"export": cmd_export, "schema": cmd_schema, "precommit": cmd_precommit}
+    return {"export": cmd_export, "bounds": cmd_bounds, "schema": cmd_schema, "precommit": cmd_precommit}
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from matrix.classify import Verdict, classify_install, classify_probe, classify_probes
+from matrix.classify import Verdict, classify_install, classify_probe, classify_probes, unwrap
 from matrix.probing import RunResult, judge, parse
 from matrix.store import Outcome
 
@@ -235,3 +235,19 @@ def test_stray_processes_the_probes_left_are_said_in_a_passing_record() -> None:
     assert v == Verdict(Outcome.PASS, "killed 203 stray process(es) the probes left behind")
     failing = classify_probes([probe(strays=3), probe(probe="x", result={"status": "fail", "error": "boom"})])
     assert failing.error == "x: boom"  # a failure's error stays its signature, as the registry matches it
+
+
+def test_uv_s_explanation_wrapped_at_80_columns_reads_as_on_a_wide_terminal() -> None:
+    # uv wraps at the width it finds (80 columns under a test runner): the conflict's words are one
+    # sentence again, the same verdict and error as uv's one-line form, and it settles offline.
+    from matrix import install
+    from matrix.cells import Cell
+
+    wrapped = (DATA / "uv-conflict-wrapped.log").read_text()
+    v = classify_install(wrapped, returncode=1)
+    assert v == Verdict(Outcome.RESOLVE_CONFLICT, "Because scipy==1.11.4 depends on numpy>=1.21.6,<1.28.0 and you "
+                        "require numpy==2.2.6, we can conclude that your requirements and scipy==1.11.4 are "
+                        "incompatible.")
+    assert install._settled_offline(v, Cell("b", "together", (("numpy", "2.2.6"), ("scipy", "1.11.4"))))
+    assert "\n         And because you require scipy==1.11.4" in unwrap(wrapped)
+    assert unwrap("line one\n  two\n") == "line one\n  two\n"  # nothing else is touched

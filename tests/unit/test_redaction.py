@@ -50,10 +50,10 @@ def test_redaction_keeps_what_is_not_a_credential() -> None:
         assert redact(text) == text and not has_credentials(text)
     assert redact("--index-url https://alice:s3cret@pypi.corp/simple --extra-index-url http://tok@x/y") == (
         "--index-url https://***@pypi.corp/simple --extra-index-url http://***@x/y")
-    # user:password with no space ends at its '@'; with a space in it, and no path after the host,
-    # the rest of the line up to its last '@' is hidden too: more is hidden, never less.
-    assert redact("https://alice:pw@host numpy foo@bar") == "https://***@host numpy foo@bar"
-    assert redact("https://alice:p w@host numpy foo@bar") == "https://***@bar"
+    # A URL with no path followed on its line by an '@': more is hidden, never less.
+    assert redact("https://alice:pw@host numpy foo@bar") == "https://***@bar"
+    # A password with '@' and '/' in it: the longer reading wins (hypothesis found '@/' showing its tail).
+    assert redact("https://alice:S3CR@/ET9@pypi.corp/simple x") == "https://***@pypi.corp/simple x"
     assert redact("https://alice:pw@host/simple numpy foo@bar") == "https://***@host/simple numpy foo@bar"
 
 

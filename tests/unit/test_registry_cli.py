@@ -22,7 +22,7 @@ def run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="compat-matrix")
     sub = parser.add_subparsers(dest="command", required=True)
     handlers = registry_cli.add_commands(sub)
-    assert set(handlers) == {"pins", "preflight", "guard", "registry", "export", "schema", "precommit"}
+    assert set(handlers) == {"pins", "preflight", "guard", "registry", "export", "bounds", "schema", "precommit"}
     args = parser.parse_args(argv)
     try:
         return handlers[args.command](args)
