@@ -160,3 +160,35 @@ def test_a_cancelled_task_is_missing_from_the_merge_until_resubmitted(slurm: Non
     table = _table(tmp_path / "out")
     assert len(table) == 6 and "not-run" not in {r["outcome"] for r in table}
     assert sorted(r["cell"] for r in table) == sorted(_cli("list", "--config", str(config)).stdout.split())
+
+
+def test_a_task_stopped_while_running_keeps_its_finished_cells_and_resumes(slurm: None, tmp_path: Path) -> None:
+    """scancel of a running task is the SIGTERM a preemption sends: the shard exits 143 with the cells
+    it finished in its ledger, and the same index resubmitted runs only the rest (--resume)."""
+    config = _matrix(tmp_path)
+    env = dict(os.environ, COMPAT_MATRIX_CACHE=str(tmp_path / "cluster-cache"))
+    proc = _cli("shards", "--slurm", "1", "--submit", "--config", str(config), "--results", str(tmp_path / "out"),
+                "--jobs", "1", env=env, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    array = re.search(r"submitted array job (\d+)", proc.stdout).group(1)  # type: ignore[union-attr]
+    log = tmp_path / "out.shards" / f"slurm-{array}_0.out"
+    deadline = time.monotonic() + WAIT_S
+    # the first cell finished (its verdict line), the others not yet: stop the task there
+    while not (log.is_file() and re.search(r"^\s+pass in ", log.read_text(), re.M)):
+        assert time.monotonic() < deadline, "the task never finished a cell"
+        time.sleep(0.2)
+    assert subprocess.run(["scancel", f"{array}_0"], timeout=30).returncode == 0
+    assert _wait(array) == [("CANCELLED", "143:0")], log.read_text()
+    shard = tmp_path / "out.shards" / "shard-1"
+    kept = (shard / "ledger.jsonl").read_text().splitlines()
+    assert 1 <= len(kept) < 6, log.read_text()
+    assert "`--resume` runs the rest" in log.read_text()
+
+    again = subprocess.run(["sbatch", "--parsable", "--array=0", str(tmp_path / "out.shards" / "array.sbatch")],
+                           capture_output=True, text=True, timeout=60, env=env)
+    assert again.returncode == 0, again.stderr
+    task = again.stdout.strip().split(";")[0]
+    assert _wait(task) == [("COMPLETED", "0:0")]
+    out = (tmp_path / "out.shards" / f"slurm-{task}_0.out").read_text()
+    assert f"{6 - len(kept)} cells to run, {len(kept)} kept from the last run" in out, out
+    assert len((shard / "ledger.jsonl").read_text().splitlines()) == 6
