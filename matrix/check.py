@@ -21,7 +21,8 @@ from pathlib import Path
 from matrix import history, locks, registry, sweep
 from matrix.backends import imagecheck as ic
 from matrix.backends.engine import DockerEngine, EngineFault
-from matrix.errors import EXIT_INFRA, EXIT_OK, ConfigError, redact
+from matrix.errors import EXIT_INFRA, EXIT_INTERRUPTED, EXIT_OK, ConfigError, redact
+from matrix.inputs import read_text
 from matrix.ledger import TABLE_RECORDS, Ledger, read
 from matrix.lineage import Checked, StepDrift, drift, format_drift, format_lineage, lineage, natural_key, target_id
 from matrix.paths import atomic_write
@@ -29,6 +30,7 @@ from matrix.registry import Registry
 from matrix.store import Outcome, Record
 
 Echo = Callable[[str], None]
+EXIT_TERMINATED = 143  # SIGTERM, as for run
 # The packages the probe library knows how to probe (probes/imports.py) besides the registry's.
 PROBED = ("numpy", "scipy", "torch")
 # An image reference: what `docker` takes, and nothing a shell would read.
@@ -53,6 +55,7 @@ class Target:
     text: str
     id: str
     dockerfile: Path | None  # None: an image reference
+    source: str = ""  # the Dockerfile's text, read before anything runs
 
 
 @dataclass
@@ -75,7 +78,8 @@ def targets(texts: tuple[str, ...]) -> list[Target]:
         if path.is_dir() and (path / "Dockerfile").is_file():
             path = path / "Dockerfile"
         if path.is_file():
-            out.append(Target(text, target_id(str(path), is_dockerfile=True), path))
+            source = read_text(path, "Dockerfile", "give a Dockerfile's path or an image reference")
+            out.append(Target(text, target_id(str(path), is_dockerfile=True), path, source))
         elif text.startswith((".", "/", "~")) or "dockerfile" in text.lower():
             raise ConfigError(text, "TARGET", "no such Dockerfile", "give a Dockerfile's path or an image reference")
         elif not _IMAGE.match(text):
@@ -146,32 +150,39 @@ def check(options: Options, echo: Echo = print) -> Result:
     results = options.results
     results_lock = locks.hold_results(results)
     series: list[Checked] = []
+    interrupted: int | None = None
     steps_by: dict[str, list[StepDrift]] = {}
     try:
         ledger = Ledger.load(results)
         previous_path = results / TABLE_RECORDS
         previous = read(previous_path, "records") if previous_path.is_file() else None
-        for t in chosen:
-            started = time.monotonic()
-            log_dir = results / "logs" / t.id
-            log_dir.mkdir(parents=True, exist_ok=True)
-            record = Record(cell=t.id, base=t.dockerfile.name if t.dockerfile else t.text,
-                            mode="dockerfile" if t.dockerfile else "image", pins={},
-                            outcome=Outcome.INFRA_ERROR, backend="docker", run_id=out.run_id,
-                            engine=engine.description)
-            checked = Checked(t.id, Outcome.INFRA_ERROR, {})
-            try:
-                _one(engine, t, options, labels, issue_probes, wanted, record, checked, log_dir, out)
-            except EngineFault as e:
-                record.outcome, record.error = Outcome.INFRA_ERROR, redact(str(e))
-            record.duration_s = round(time.monotonic() - started, 2)
-            checked.outcome = record.outcome
-            series.append(checked)
-            steps_by[t.id] = checked.steps
-            out.records.append(record)
-            echo(f"{t.id}: {record.outcome.value}" + (f": {record.error}" if record.error else ""))
-            for s in checked.steps:
-                echo(f"  {s.describe()}")
+        try:
+            with sweep.sigterm_raises():
+                for t in chosen:
+                    started = time.monotonic()
+                    log_dir = results / "logs" / t.id
+                    log_dir.mkdir(parents=True, exist_ok=True)
+                    record = Record(cell=t.id, base=t.dockerfile.name if t.dockerfile else t.text,
+                                    mode="dockerfile" if t.dockerfile else "image", pins={},
+                                    outcome=Outcome.INFRA_ERROR, backend="docker", run_id=out.run_id,
+                                    engine=engine.description)
+                    checked = Checked(t.id, Outcome.INFRA_ERROR, {})
+                    try:
+                        _one(engine, t, options, labels, issue_probes, wanted, record, checked, log_dir, out)
+                    except EngineFault as e:
+                        record.outcome, record.error = Outcome.INFRA_ERROR, redact(str(e))
+                    record.duration_s = round(time.monotonic() - started, 2)
+                    checked.outcome = record.outcome
+                    series.append(checked)
+                    steps_by[t.id] = checked.steps
+                    out.records.append(record)
+                    echo(f"{t.id}: {record.outcome.value}" + (f": {record.error}" if record.error else ""))
+                    for s in checked.steps:
+                        echo(f"  {s.describe()}")
+        except KeyboardInterrupt:
+            interrupted = EXIT_INTERRUPTED
+        except sweep.Terminated:
+            interrupted = EXIT_TERMINATED
         old = dict(ledger.records)
         ledger.update(out.records)
         out.report = [f"# compat-matrix check {out.run_id}", ""]
@@ -180,11 +191,17 @@ def check(options: Options, echo: Echo = print) -> Result:
         out.paths = _write(ledger, known, out, previous, old)
     finally:
         try:
-            engine.remove_labelled(out.run_id)
+            # An interrupted build goes on in the daemon for a moment: wait it out.
+            engine.remove_labelled(out.run_id, settle_s=8.0 if interrupted else 0.0)
         except EngineFault as e:
             out.problems.append(f"cleanup of check {out.run_id} failed: {e}")
         engine.close()
         results_lock.release(remove=False)
+    if interrupted is not None:
+        out.problems.append(f"interrupted after {len(out.records)} of {len(chosen)} targets; the ledger keeps "
+                            "those and every earlier verdict")
+        out.status = interrupted
+        return out
     infra = [r for r in out.records if r.outcome is Outcome.INFRA_ERROR]
     if infra:
         out.problems.append(f"{len(infra)} target(s) ended in infra-error (no verdict); see their logs")
@@ -200,7 +217,7 @@ def _one(engine: DockerEngine, t: Target, options: Options, labels: dict[str, st
     if t.dockerfile is not None:
         tag = f"{options.tag}:{t.id}"
         build_labels = ic.check_labels(out.run_id, keep=options.keep)
-        built = ic.build(engine, t.dockerfile, tag, build_labels, dict(options.build_args))
+        built = ic.build(engine, t.dockerfile, t.source, tag, build_labels, dict(options.build_args))
         (log_dir / "build.log").write_text(redact(built.log), encoding="utf-8")
         if not built.ok:
             v = ic.build_failure(built, t.dockerfile)

@@ -213,12 +213,17 @@ def _context_tar(directory: Path, dockerfile_text: str, into: IO[bytes]) -> None
     into.seek(0)
 
 
-def build(engine: Engine, path: Path, tag: str, labels: dict[str, str], build_args: dict[str, str]) -> Built:
-    """Build a user's Dockerfile with its own directory as the context."""
-    text = path.read_text(encoding="utf-8")
+def build(engine: Engine, path: Path, text: str, tag: str, labels: dict[str, str],
+          build_args: dict[str, str]) -> Built:
+    """Build a user's Dockerfile (`text`, read from `path`) with its own directory as the context.
+    A context that cannot be read (a file nobody may read, a special file) is the Dockerfile's
+    failure, as `docker build` would have it."""
     rewritten, steps = labelled(text, labels)
     with tempfile.TemporaryFile(prefix="compat-matrix-context-") as tar:
-        _context_tar(path.parent, rewritten, tar)
+        try:
+            _context_tar(path.parent, rewritten, tar)
+        except (OSError, tarfile.TarError) as e:
+            return Built(False, "", f"the build context {path.parent} could not be read: {e}")
         built = engine.build_context(tar, tag, dockerfile=LABELLED_DOCKERFILE, build_args=build_args)
     found = layers(built.log, steps)
     image = (engine.image_id(tag) or "") if built.ok else ""

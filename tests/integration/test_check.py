@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
-from matrix.backends.engine import RUN_LABEL, DockerEngine
+from matrix.backends.engine import CHECK, ROLE_LABEL, RUN_LABEL, DockerEngine
 
 TAG = "compat-matrix-test-check"
 HEADER = """FROM {base}
@@ -43,10 +45,18 @@ def _check(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                            *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
-def _labelled(engine: DockerEngine) -> list[str]:
+def _run_id(stdout: str) -> str:
+    m = re.search(r"^compat-matrix check (\S+):", stdout, re.MULTILINE)
+    assert m, stdout
+    return m.group(1)
+
+
+def _labelled(engine: DockerEngine, stdout: str) -> list[str]:
+    """What the engine holds of the check that printed `stdout` (other runs may share the engine)."""
     client = engine.client
-    return ([f"container {c.name}" for c in client.containers.list(all=True, filters={"label": RUN_LABEL})]
-            + [f"image {i.tags or i.id}" for i in client.images.list(all=True, filters={"label": RUN_LABEL})])
+    mine = {"label": f"{RUN_LABEL}={_run_id(stdout)}"}
+    return ([f"container {c.name}" for c in client.containers.list(all=True, filters=mine)]
+            + [f"image {i.tags or i.id}" for i in client.images.list(all=True, filters=mine)])
 
 
 def _records(results: Path) -> dict[str, dict[str, object]]:
@@ -66,13 +76,12 @@ def series(tmp_path_factory: pytest.TempPathFactory, base_image: str) -> Path:
 
 @pytest.fixture(scope="module")
 def checked(series: Path, engine: DockerEngine, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    before = _labelled(engine)
     results = tmp_path_factory.mktemp("results")
     # As the shell globs them (v100 would sort before v74 there): built in version order all the same.
     done = _check(*sorted(str(p) for p in series.glob("Dockerfile.v*")), "--results", str(results), cwd=series)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Traceback" not in done.stderr
-    assert _labelled(engine) == before, "the check left labelled objects behind"
+    assert _labelled(engine, done.stdout) == [], "the check left labelled objects behind"
     assert engine.image_id(f"{TAG}:v74") is None, "a built image outlived the check without --keep"
     return results, done.stdout
 
@@ -127,11 +136,8 @@ def test_keep_keeps_the_built_image(series: Path, engine: DockerEngine, tmp_path
         assert _records(tmp_path)["v74"]["outcome"] == "pass"
         # What it keeps (the image and its layers) carries the label of what outlives runs, which no
         # run reaps as a dead run's; nothing labelled with the check's own run is left.
-        client = engine.client
-        runs = {i.labels[RUN_LABEL] for i in client.images.list(all=True, filters={"label": RUN_LABEL})}
-        assert runs == {"cache"}
-        assert client.containers.list(all=True, filters={"label": RUN_LABEL}) == []
-        assert client.images.get(f"{TAG}:v74").labels[RUN_LABEL] == "cache"
+        assert _labelled(engine, done.stdout) == []
+        assert engine.client.images.get(f"{TAG}:v74").labels[RUN_LABEL] == "cache"
     finally:
         if engine.image_id(f"{TAG}:v74"):
             engine.client.images.remove(f"{TAG}:v74", force=True)
@@ -141,7 +147,6 @@ def test_distro_python_without_pip_and_a_broken_dockerfile(base_image: str, engi
                                                           tmp_path: Path) -> None:
     (tmp_path / "ctx").mkdir()
     (tmp_path / "ctx" / "Dockerfile.broken").write_text(f"FROM {base_image}\nCOPY missing.txt /x\n", encoding="utf-8")
-    before = _labelled(engine)
     done = _check(base_image, str(tmp_path / "ctx" / "Dockerfile.broken"), "--results", str(tmp_path / "r"),
                   cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -150,7 +155,7 @@ def test_distro_python_without_pip_and_a_broken_dockerfile(base_image: str, engi
     assert str(records["local"]["python"]).startswith("3.11")
     assert records["broken"]["outcome"] == "build-error"
     assert "Dockerfile.broken did not build" in str(records["broken"]["error"])
-    assert _labelled(engine) == before
+    assert _labelled(engine, done.stdout) == []
 
 
 def test_image_without_python(base_image: str, engine: DockerEngine, tmp_path: Path) -> None:
@@ -172,3 +177,33 @@ def test_bad_targets_are_exit_2(tmp_path: Path) -> None:
     assert not (tmp_path / "r").exists()
     done = _check("bad;ref", "--results", str(tmp_path / "r"), cwd=tmp_path)
     assert done.returncode == 2 and "neither a file nor an image reference" in done.stderr
+
+
+def test_sigterm_during_a_build_ends_143_and_leaves_nothing(base_image: str, engine: DockerEngine,
+                                                          tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile.slow").write_text(f"FROM {base_image}\nRUN sleep 120\n", encoding="utf-8")
+    proc = subprocess.Popen([sys.executable, "-m", "matrix", "check", str(tmp_path / "Dockerfile.slow"),
+                             "--results", str(tmp_path / "r")], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        # The RUN step's container carries the labels of the image it runs on (the LABEL after FROM).
+        for _ in range(120):
+            if engine.client.containers.list(filters={"label": f"{ROLE_LABEL}={CHECK}"}):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the build's RUN step never started")
+        proc.terminate()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 143, out + err
+    assert "Traceback" not in err and "interrupted after 0 of 1 targets" in err
+    # The daemon finishes the RUN step it had started (sleep 120 is killed with its build container).
+    for _ in range(60):
+        if _labelled(engine, out) == []:
+            break
+        time.sleep(1)
+    assert _labelled(engine, out) == []

@@ -154,3 +154,10 @@ def test_a_check_in_progress_is_alive_to_other_runs() -> None:
                         image("sweep-image", now - 60, None)], now)
     assert got == {"checking": True, "killed-yesterday": False, "sweep-image": False}
 
+
+
+def test_an_unreadable_dockerfile_is_bad_input(tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile.v1").write_bytes(b"FROM x\n\xff\xfe RUN pip install numpy\n")
+    with pytest.raises(ConfigError, match="cannot read it") as e:
+        check.targets((str(tmp_path / "Dockerfile.v1"),))
+    assert e.value.exit_code == EXIT_CONFIG
