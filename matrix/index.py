@@ -411,7 +411,8 @@ def check_releases(spec: Spec) -> list[str]:
         projects = 0
         complete = True
         hit = None
-        for index_url in indexes:
+        own = dict(spec.sources).get(name)
+        for index_url in ([own] if own else []) + indexes:
             if index_url in unreadable:
                 complete = False
                 continue

@@ -172,6 +172,16 @@ def options(spec: Spec, find_links: list[str], *, index_in_config: bool = False)
     return opts
 
 
+def source_options(cell: Cell, spec: Spec) -> list[str]:
+    """The indexes of the axes the cell pins that have one (`torch: {versions: [...], index_url: ...}`),
+    on the command line (they hold no credentials): uv searches an extra index before the default
+    one, so those packages come from it (`2.4.1+cu121`, not PyPI's 2.4.1), as with pip's
+    `--extra-index-url https://download.pytorch.org/whl/cu121`."""
+    sources = dict(spec.sources)
+    urls = dict.fromkeys(sources[name] for name, _ in cell.pins if name in sources)
+    return [opt for url in urls for opt in ("--extra-index-url", url)]
+
+
 def exclude_newer(as_of: dt.date) -> str:
     """uv's --exclude-newer for a run as of `as_of`: the start of the next day, UTC (RFC 3339),
     so the day itself counts, as it does for the specifier axes (index.pick)."""
@@ -180,7 +190,7 @@ def exclude_newer(as_of: dt.date) -> str:
 
 def steps(cell: Cell, spec: Spec, find_links: list[str], *, index_in_config: bool = False,
           overrides: str | None = None) -> list[Step]:
-    opts = options(spec, find_links, index_in_config=index_in_config)
+    opts = options(spec, find_links, index_in_config=index_in_config) + source_options(cell, spec)
     if cell.mode == "together":
         return [Step(("install", *opts, *cell.requirements()))]
     if cell.mode == "override":

@@ -16,7 +16,7 @@ from dataclasses import asdict
 from functools import lru_cache
 from pathlib import Path
 
-from matrix import __version__, probing
+from matrix import __version__, install, probing
 from matrix.cells import Cell, install_order
 from matrix.paths import atomic_write, cache_root
 from matrix.spec import Spec
@@ -73,6 +73,9 @@ class ResultCache:
         base = self.spec.base(cell.base)
         parts = dict(self._common, base_id=base_id, base=asdict(base), mode=cell.mode,
                      pins=[list(p) for p in cell.pins], order=[n for n, _ in install_order(cell, self.spec)])
+        sources = install.source_options(cell, self.spec)
+        if sources:  # absent where no axis has an index of its own: earlier keys still hold
+            parts["sources"] = sources
         blob = json.dumps(parts, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()
 

@@ -16,7 +16,7 @@ from typing import Any
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from matrix.errors import ConfigError
+from matrix.errors import ConfigError, has_credentials
 from matrix.gpus import Invalid as InvalidGpus
 from matrix.gpus import parse as parse_gpus
 from matrix.inputs import did_you_mean, kind_of, load_yaml, read_text
@@ -47,6 +47,8 @@ BASE_KEYS = ("image", "setup", "python", "gpus")
 INSTALL_KEYS = ("only_binary", "index_url", "extra_index_urls", "find_links", "ca_bundle")
 LIMIT_KEYS = ("timeout_s", "memory")
 QUERY_KEYS = ("spec", "pick", "latest", "pre")
+# A pinned axis with an index of its own (torch's CUDA builds: {versions: [...], index_url: ...}).
+SOURCED_KEYS = ("versions", "index_url")
 
 
 _PY_VERSION = re.compile(r"^[0-9]+\.[0-9]+$")
@@ -132,6 +134,9 @@ class Spec:
     # Axes given as specifiers, expanded from the index by expand(); their `packages` entry is
     # empty until then.
     queries: tuple[tuple[str, Query], ...] = ()
+    # Package name → the index its axis comes from (searched before the others by every install of a
+    # cell that pins it: torch's CUDA builds, 2.4.1+cu121 beside PyPI's 2.4.1).
+    sources: tuple[tuple[str, str], ...] = ()
     # The day the run's world is taken as of (--as-of): the specifier axes pick from what was
     # uploaded by then, and every install excludes later uploads (install.options). Set by expand().
     as_of: dt.date | None = None
@@ -170,6 +175,7 @@ class _Validator:
         self.file = str(path)
         self.text = text
         self.queries: list[tuple[str, Query]] = []
+        self.sources: list[tuple[str, str]] = []
 
     def written(self, where: tuple[str | int, ...], value: Any) -> str:
         """The scalar at `where` as the file spells it (YAML reads 1.10 as the float 1.1: the text
@@ -226,6 +232,7 @@ class _Validator:
             install=self.install(top.get("install", {})),
             limits=self.limits(top.get("limits", {})),
             queries=tuple(self.queries),
+            sources=tuple(self.sources),
         )
 
     def bases(self, value: Any) -> tuple[Base, ...]:
@@ -304,7 +311,18 @@ class _Validator:
             if canon in seen:
                 raise self.fail(key, f"same package as {seen[canon]!r}", "keep one of the two")
             seen[canon] = name
-            if isinstance(versions, dict):
+            where: tuple[str | int, ...] = ("packages", name)
+            if isinstance(versions, dict) and "versions" in versions:
+                body = self.mapping(versions, key, SOURCED_KEYS)
+                if "index_url" in body:
+                    url = self.url(body["index_url"], f"{key}.index_url")
+                    if has_credentials(url):
+                        raise self.fail(f"{key}.index_url", "holds credentials (user:password@)",
+                                        "put an index that needs them in install.extra_index_urls: only there "
+                                        "do they stay off every command line")
+                    self.sources.append((name, url))
+                versions, key, where = body["versions"], f"{key}.versions", (*where, "versions")
+            elif isinstance(versions, dict):
                 self.queries.append((name, self.query(versions, key)))
                 out.append((name, ()))
                 continue
@@ -315,7 +333,7 @@ class _Validator:
                 raise self.fail(key, "is empty", "give at least one version")
             pins = []
             for i, v in enumerate(versions):
-                pin = self.version(v, f"{key}[{i}]", ("packages", name, i))
+                pin = self.version(v, f"{key}[{i}]", (*where, i))
                 if pin in pins:
                     raise self.fail(f"{key}[{i}]", f"{pin} is listed twice", "remove the duplicate")
                 pins.append(pin)

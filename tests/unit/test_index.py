@@ -365,3 +365,16 @@ def test_yanked_pins_specifier_axes_and_other_sources(make_spec, recorded: Index
     s = make_spec(matrix(recorded.url, "numpy: ['1.99.0']", install=", find_links: ['https://wheels.invalid/']"))
     notes = bounded(index.check_releases, s)
     assert len(notes) == 1 and "may hold it" in notes[0]
+
+
+def test_an_axis_with_an_index_of_its_own_is_checked_there_first(make_spec, recorded: Index) -> None:
+    # torch's CUDA builds: 2.4.1+cu121 is a release of its own index, not of the default one.
+    page = json.dumps({"name": "numpy", "files": [{"filename": "numpy-1.99.0+cu121-cp311-cp311-linux_x86_64.whl"}]})
+    with Index({"numpy": (200, JSON, page.encode())}) as own:
+        s = make_spec(matrix(recorded.url, f"numpy: {{versions: ['1.99.0+cu121'], index_url: '{own.url}'}}"))
+        assert s.sources == (("numpy", own.url),)
+        assert bounded(index.check_releases, s) == []
+        assert own.asked  # its own index was read
+    with pytest.raises(ConfigError) as info:  # without that index it is no release
+        bounded(index.check_releases, make_spec(matrix(recorded.url, "numpy: ['1.99.0+cu121']")))
+    assert "not a release" in str(info.value)

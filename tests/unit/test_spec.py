@@ -256,3 +256,38 @@ def test_relative_paths_are_relative_to_the_matrix_file(tmp_path: Path, monkeypa
     monkeypatch.chdir("/")
     s = load(tmp_path, "bases: {b: {image: x}}\npackages: {numpy: ['1']}\ninstall: {find_links: [wheels]}\n")
     assert s.install.find_links == (str(tmp_path / "wheels"),)
+
+
+def test_a_pinned_axis_may_have_an_index_of_its_own(tmp_path: Path) -> None:
+    from matrix import install
+    from matrix.cells import Cell
+    from matrix.resultcache import ResultCache
+
+    cu = "https://download.pytorch.org/whl/cu121"
+    s = spec.parse(f"bases: {{b: {{python: '3.11'}}}}\npackages:\n  numpy: ['1.26.4']\n"
+                   f"  torch: {{versions: ['2.4.1+cu121', '2.4.1+cpu'], index_url: '{cu}'}}\n", tmp_path / "m.yaml")
+    assert dict(s.packages)["torch"] == ("2.4.1+cu121", "2.4.1+cpu") and s.sources == (("torch", cu),)
+    with_torch = Cell("b", "together", (("numpy", "1.26.4"), ("torch", "2.4.1+cu121")))
+    (cmd,) = install.uv_commands(with_torch, s, "uv", "v/bin/python", [])
+    assert cmd[cmd.index("--extra-index-url") + 1] == cu  # searched before the default index
+    (plain,) = install.uv_commands(Cell("b", "together", (("numpy", "1.26.4"),)), s, "uv", "v/bin/python", [])
+    assert "--extra-index-url" not in plain  # only cells that pin torch
+    cache = ResultCache(s, "venv", directory=tmp_path / "c")
+    other = spec.parse("bases: {b: {python: '3.11'}}\npackages:\n  numpy: ['1.26.4']\n"
+                       "  torch: ['2.4.1+cu121', '2.4.1+cpu']\n", tmp_path / "m.yaml")
+    assert cache.key(with_torch, "id") != ResultCache(other, "venv", directory=tmp_path / "c").key(with_torch, "id")
+
+
+@pytest.mark.parametrize("body, key", [
+    ("{versions: ['2.4.1'], index_url: 'not a url'}", "packages.torch.index_url"),
+    ("{versions: ['2.4.1'], index_url: 'https://u:p@idx.example/simple'}", "packages.torch.index_url"),
+    ("{versions: ['2.4.1'], indexurl: 'https://idx.example/simple'}", "packages.torch.indexurl"),
+    ("{versions: [], index_url: 'https://idx.example/simple'}", "packages.torch.versions"),
+    ("{versions: [2.10], index_url: 'https://idx.example/simple'}", "packages.torch.versions[0]"),
+])
+def test_a_bad_axis_index_is_bad_input(tmp_path: Path, body: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        spec.parse(f"bases: {{b: {{python: '3.11'}}}}\npackages: {{torch: {body}}}\n", tmp_path / "m.yaml")
+    assert info.value.key == key and "u:p@" not in str(info.value)
+    if key.endswith("[0]"):
+        assert 'quote it: "2.10"' in str(info.value)
