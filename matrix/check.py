@@ -15,13 +15,13 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from matrix import history, locks, registry, sweep
 from matrix.backends import imagecheck as ic
 from matrix.backends.engine import DockerEngine, EngineFault
-from matrix.errors import EXIT_INFRA, EXIT_INTERRUPTED, EXIT_OK, ConfigError, redact
+from matrix.errors import EXIT_FAILED, EXIT_INFRA, EXIT_INTERRUPTED, EXIT_OK, ConfigError, redact
 from matrix.inputs import read_text
 from matrix.ledger import TABLE_RECORDS, Ledger, read
 from matrix.lineage import Checked, StepDrift, drift, format_drift, format_lineage, lineage, natural_key, target_id
@@ -137,7 +137,36 @@ def _installed(inv: ic.Inventory) -> dict[str, tuple[str, tuple[str, ...]]]:
 def check(options: Options, echo: Echo = print) -> Result:
     """Check every target; write the records, the table and check.md. Raises CompatMatrixError for
     bad input and an unreachable engine."""
-    chosen = targets(options.targets)
+    return _check(targets(options.targets), options, echo)
+
+
+def preflight_built(dockerfile: Path, baseline: Path | None, options: Options, echo: Echo = print) -> Result:
+    """`preflight --built`: the Dockerfile (and its baseline, the last working version) built and
+    checked as `check` does, into a scratch results directory; the lineage says whether the built
+    image carries the baseline's fixes (inherited through FROM too) and each install step's drift
+    explains what changed. Status: 1 when the image fails or lost a fix the baseline carried, 3 for
+    infra, else 0."""
+    import tempfile
+
+    chosen = []
+    for path, role in [(baseline, "baseline"), (dockerfile, "target")]:
+        if path is not None:
+            found = targets((str(path),))[0]
+            # Ids that sort the baseline first (b < t) whatever the files are called.
+            chosen.append(Target(found.text, f"{role}-{found.id}", found.dockerfile, found.source))
+    with tempfile.TemporaryDirectory(prefix="compat-matrix-preflight-") as tmp:
+        out = _check(chosen, replace(options, results=Path(tmp)), echo)
+    out.paths = []
+    if out.status != EXIT_OK:
+        return out
+    mine = out.records[-1]
+    lost = [ln for ln in out.report if ln.startswith(f"- {chosen[-1].id}: fix not carried forward")]
+    if mine.outcome.is_incompatibility or lost:
+        out.status = EXIT_FAILED
+    return out
+
+
+def _check(chosen: list[Target], options: Options, echo: Echo) -> Result:
     if not chosen:
         raise ConfigError("check", "TARGET", "no target given", "give image references or Dockerfiles")
     known = load_registry(options.registry)
@@ -177,8 +206,6 @@ def check(options: Options, echo: Echo = print) -> Result:
                     steps_by[t.id] = checked.steps
                     out.records.append(record)
                     echo(f"{t.id}: {record.outcome.value}" + (f": {record.error}" if record.error else ""))
-                    for s in checked.steps:
-                        echo(f"  {s.describe()}")
         except KeyboardInterrupt:
             interrupted = EXIT_INTERRUPTED
         except sweep.Terminated:

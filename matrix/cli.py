@@ -149,7 +149,32 @@ def _parser() -> argparse.ArgumentParser:
                     help="a Dockerfile's image is tagged REPO:ID, so a later one of the series can build FROM it "
                          "(default: compat-matrix-check)")
     COMMANDS.update(registry_cli.add_commands(sub))
+    sub.choices["preflight"].add_argument(
+        "--built", action="store_true", help="also build the Dockerfile (and --baseline) and check the built images "
+        "as `check` does: the fixes they carry, inherited through FROM too, and what each install step changed")
+    COMMANDS["preflight"] = _and_built(COMMANDS["preflight"])
     return p
+
+
+def _and_built(static: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """preflight, then with --built the same question put to the built images (check.preflight_built)."""
+
+    def cmd_preflight(args: argparse.Namespace) -> int:
+        code = static(args)
+        if not args.built:
+            return code
+        from matrix import check
+
+        print("\nThe built images:")
+        result = check.preflight_built(args.dockerfile, args.baseline, check.Options(
+            targets=(), registry=args.registry, build_args=check.build_args(args.build_arg or [])))
+        print("\n".join(result.report[2:]).rstrip())
+        for line in result.problems:
+            _err(line)
+        codes = (code, result.status)
+        return next((c for c in (130, 143, EXIT_INFRA, EXIT_FAILED) if c in codes), EXIT_OK)
+
+    return cmd_preflight
 
 
 def _jobs(text: str) -> int:

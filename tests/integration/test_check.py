@@ -207,3 +207,18 @@ def test_sigterm_during_a_build_ends_143_and_leaves_nothing(base_image: str, eng
             break
         time.sleep(1)
     assert _labelled(engine, out) == []
+
+
+def test_preflight_built_sees_the_dropped_fix_in_the_built_image(series: Path, engine: DockerEngine) -> None:
+    done = subprocess.run([sys.executable, "-m", "matrix", "preflight", "Dockerfile.v76", "--baseline",
+                           "Dockerfile.v74", "--built", "--registry", str(REGISTRY)], cwd=series, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    built = done.stdout.split("The built images:", 1)[1]
+    assert "| baseline-v74 | pass | numpy_scipy_incompatibility | — |" in built
+    assert "| target-v76 | import-error | none | baseline-v74 |" in built
+    assert ("- target-v76: fix not carried forward: numpy_scipy_incompatibility (numpy==1.24.3 scipy==1.10.1) was in "
+            "baseline-v74") in built
+    assert "RUN line 7 (`pip install numpy==2.2.6`) replaced numpy 1.26.4 → 2.2.6 under scipy 1.11.4" in built
+    assert _labelled(engine, built) == []
