@@ -96,6 +96,18 @@ def targets(texts: tuple[str, ...]) -> list[Target]:
     return sorted(out, key=lambda t: natural_key(t.id))
 
 
+# A repository name for the built images' tags (Docker's grammar, lower case).
+_REPO = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
+
+
+def repository(text: str) -> str:
+    """--tag: a repository name the built images are tagged in (REPO:ID)."""
+    if len(text) > 200 or not _REPO.match(text):
+        raise ConfigError(text, "--tag", "is not a repository name (lower-case letters, digits, . _ - and /)",
+                          "e.g. --tag team/app-check")
+    return text
+
+
 def build_args(pairs: list[str]) -> tuple[tuple[str, str], ...]:
     out = []
     for pair in pairs:

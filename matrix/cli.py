@@ -361,7 +361,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     result = check.check(check.Options(
         targets=tuple(args.targets), results=args.results, registry=args.registry, keep=args.keep,
-        build_args=check.build_args(args.build_arg), tag=args.tag))
+        build_args=check.build_args(args.build_arg), tag=check.repository(args.tag)))
     print(f"{len(result.records)} target(s): {summary(result.records)}")
     if len(result.report) > 2:
         print("\n".join(result.report[2:]).rstrip())

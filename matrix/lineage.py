@@ -53,7 +53,8 @@ def target_id(target: str, *, is_dockerfile: bool) -> str:
 
 
 def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "image"
+    """What an id may be: a file name and an image tag ([A-Za-z0-9_][A-Za-z0-9_.-]*, at most 128)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:100].rstrip("-.") or "image"
 
 
 def canon(installed: Installed) -> dict[str, tuple[str, str, tuple[str, ...]]]:

@@ -44,13 +44,17 @@ _PULL = re.compile(r"pull access denied|manifest unknown|not found: manifest|dia
                    r"i/o timeout|connection refused|Get \"?https?://", re.IGNORECASE)
 
 # Prints the interpreter and every installed distribution (importlib.metadata: no pip needed, a
-# distro Python under PEP 668 too), with what each requires. Python 3.8+; standard library only.
+# distro Python under PEP 668 too), with what each requires. Python 3.8+ (older: the importlib_metadata
+# backport, else pkg_resources); standard library only.
 INVENTORY = r"""
 import json, sys
 try:
     from importlib import metadata
 except ImportError:
-    metadata = None
+    try:
+        import importlib_metadata as metadata
+    except ImportError:
+        metadata = None
 dists = {}
 if metadata is not None:
     for d in metadata.distributions():
@@ -61,6 +65,13 @@ if metadata is not None:
         if not name or name in dists:
             continue
         dists[name] = {"version": d.version, "requires": list(d.requires or [])}
+else:
+    try:
+        import pkg_resources
+        for d in pkg_resources.working_set:
+            dists.setdefault(d.project_name, {"version": d.version, "requires": [str(r) for r in d.requires()]})
+    except Exception:
+        pass
 print("COMPAT-MATRIX-INVENTORY " + json.dumps({
     "python": "%d.%d.%d" % sys.version_info[:3], "executable": sys.executable, "dists": dists}))
 """

@@ -33,6 +33,9 @@ def test_natural_version_order() -> None:
     ("berrylands/multitalk-v77:numpy-fix", False, "numpy-fix"),
     ("registry.local:5000/team/app", False, "app"),
     ("team/app:latest", False, "app"),
+    ("ctx/Dockerfile...", True, "image"),
+    ("Dockerfile.-v1-", True, "v1"),
+    ("Dockerfile." + "x" * 300, True, "x" * 100),
 ])
 def test_target_ids(target: str, dockerfile: bool, expected: str) -> None:
     assert target_id(target, is_dockerfile=dockerfile) == expected
@@ -59,6 +62,10 @@ def test_bad_targets_and_build_args(tmp_path: Path) -> None:
     assert check.build_args(["A=1", "B=x=y", "C="]) == (("A", "1"), ("B", "x=y"), ("C", ""))
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         check.build_args(["NOVALUE"])
+    assert check.repository("team/app-check") == "team/app-check"
+    for bad in ("Team/App", "app:tag", "a b", "-x", ""):
+        with pytest.raises(ConfigError, match="not a repository name"):
+            check.repository(bad)
 
 
 def test_labelled_dockerfile_maps_build_steps_to_the_users_lines() -> None:
