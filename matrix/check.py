@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from packaging.utils import canonicalize_name
+
 from matrix import history, locks, registry, sweep
 from matrix.backends import imagecheck as ic
 from matrix.backends.engine import DockerEngine, EngineFault
@@ -183,7 +185,8 @@ def _check(chosen: list[Target], options: Options, echo: Echo) -> Result:
         raise ConfigError("check", "TARGET", "no target given", "give image references or Dockerfiles")
     known = load_registry(options.registry)
     issue_probes = tuple((i.name, i.probe) for i in known.issues if i.probe) if known else ()
-    wanted = set(PROBED) | ({n.lower() for i in known.issues for n, _ in i.requires} if known else set())
+    wanted: set[str] = {canonicalize_name(n) for n in PROBED} | (
+        {canonicalize_name(n) for i in known.issues for n, _ in i.requires} if known else set())
     out = Result(run_id=sweep.new_run_id())
     engine = DockerEngine()  # EngineUnavailable: exit 3, nothing written
     echo(f"compat-matrix check {out.run_id}: docker backend on {engine.description}")
@@ -280,7 +283,7 @@ def _one(engine: DockerEngine, t: Target, options: Options, labels: dict[str, st
         record.outcome, record.error = Outcome.BUILD_ERROR, str(e)
         return
     checked.versions = inv.versions()
-    pins = {n: d.version for n, d in inv.dists.items() if n.lower() in wanted}
+    pins = {n: d.version for n, d in inv.dists.items() if canonicalize_name(n) in wanted}
     record.pins, record.python = pins, inv.python
     probe_tag = f"compat-matrix-check-probes:{out.run_id.lower()}-{t.id.lower()}"[:128]
     made = ic.probe_image(engine, image, probe_tag, labels)
