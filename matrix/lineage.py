@@ -23,6 +23,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from matrix.registry import Issue
+from matrix.registry.evidence import same_version
 from matrix.store import Outcome
 
 # name → (version, what it requires): one image's installed distributions.
@@ -60,15 +61,6 @@ def _safe(text: str) -> str:
 def canon(installed: Installed) -> dict[str, tuple[str, str, tuple[str, ...]]]:
     """canonical name → (name as installed, version, requires)."""
     return {canonicalize_name(n): (n, v, r) for n, (v, r) in installed.items()}
-
-
-def _same(a: str | None, b: str | None) -> bool:
-    if a is None or b is None:
-        return a is b
-    try:
-        return Version(a) == Version(b)
-    except InvalidVersion:
-        return a == b
 
 
 def _older(a: str, b: str) -> bool:
@@ -144,7 +136,7 @@ def drift(before: Installed, after: Installed) -> list[Change]:
             out.append(Change("added", b[key][0], None, b[key][1]))
         elif key not in b:
             out.append(Change("removed", a[key][0], a[key][1], None))
-        elif not _same(a[key][1], b[key][1]):
+        elif not same_version(a[key][1], b[key][1]):
             old, new = a[key][1], b[key][1]
             under = tuple((n, v, broken) for dep, (n, v, reqs) in sorted(b.items())
                           if dep != key for broken in [_breaks(reqs, key, new)] if broken)
@@ -158,7 +150,7 @@ def carries(issue: Issue, versions: Mapping[str, str]) -> bool:
     if not issue.requires:
         return False
     have = {canonicalize_name(n): v for n, v in versions.items()}
-    return all(_same(have.get(canonicalize_name(n)), v) for n, v in issue.requires)
+    return all(same_version(have.get(canonicalize_name(n)), v) for n, v in issue.requires)
 
 
 @dataclass
