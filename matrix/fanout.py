@@ -29,8 +29,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from matrix import cells
 from matrix.errors import EXIT_INFRA, CompatMatrixError, ConfigError, redact
 from matrix.spec import Spec
@@ -417,14 +415,6 @@ def _version() -> str:
     return __version__
 
 
-class _Plain(yaml.SafeDumper):
-    """Safe YAML without anchors and aliases (the pods share their volume lists; kubectl and
-    reviewers read each object whole)."""
-
-    def ignore_aliases(self, data: object) -> bool:
-        return True
-
-
 def k8s_yaml(docs: Sequence[Mapping[str, object]], notes: Sequence[str], f: Fanout) -> str:
     head = [f"# compat-matrix on Kubernetes: {f.n} shards per base image of {f.config}.",
             "#   kubectl apply -f THIS-FILE --selector 'org.compat-matrix.role!=merge'",
@@ -433,7 +423,16 @@ def k8s_yaml(docs: Sequence[Mapping[str, object]], notes: Sequence[str], f: Fano
             "# (a failed index leaves its Job Failed: the merge then lists that shard's cells as missing, exit 3).",
             "# The init container installs compat-matrix into the pod (change it with --install CMD).",
             *(f"# note: {n}" for n in notes)]
-    body = yaml.dump_all(list(docs), Dumper=_Plain, sort_keys=False, width=1000, default_flow_style=False)
+    import yaml  # here: every run imports this module, and a re-run loads no YAML parser (inputs.py)
+
+    class Plain(yaml.SafeDumper):
+        """Safe YAML without anchors and aliases (the pods share their volume lists; kubectl and
+        reviewers read each object whole)."""
+
+        def ignore_aliases(self, data: object) -> bool:
+            return True
+
+    body = yaml.dump_all(list(docs), Dumper=Plain, sort_keys=False, width=1000, default_flow_style=False)
     return "\n".join(head) + "\n" + body
 
 
