@@ -51,7 +51,7 @@ def new_nonce() -> str:
 
 def environment(cell: Cell, nonce: str, timeout_s: float,
                 issue_probes: tuple[tuple[str, str], ...] = (), *, pycache: str = "/tmp/pycache",
-                gpus: str | None = None) -> dict[str, str]:
+                gpus: str | None = None, also: tuple[str, ...] = ()) -> dict[str, str]:
     """What the driver is told: the cell's pins, the per-probe limit, the nonce, the
     registry's issue-specific checks ((issue, python snippet) pairs), and the GPUs the base asks
     for (`gpus`, matrix.gpus' form: probes/cuda.py runs only then).
@@ -68,6 +68,8 @@ def environment(cell: Cell, nonce: str, timeout_s: float,
     return {
         **probe_environment(gpus),
         "COMPAT_MATRIX_PINS": json.dumps(cell.pin_dict),
+        # Packages the environment may have besides the pins (a team's image): probed where found.
+        **({"COMPAT_MATRIX_PROBE_ALSO": ",".join(also)} if also else {}),
         "COMPAT_MATRIX_ISSUE_PROBES": json.dumps([{"issue": i, "probe": p} for i, p in issue_probes]),
         "COMPAT_MATRIX_PROBE_TIMEOUT": str(timeout_s),
         "COMPAT_MATRIX_NONCE": nonce,

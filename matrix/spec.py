@@ -43,7 +43,7 @@ MAX_TIMEOUT_S = 86_400  # a probe's limit: a day
 _URL = re.compile(r"^(https?|file)://[^\s'\"`$;|&<>\\]+$")
 
 TOP_KEYS = ("bases", "packages", "modes", "layered_order", "exclude", "include", "install", "limits")
-BASE_KEYS = ("image", "setup", "python", "gpus")
+BASE_KEYS = ("image", "dockerfile", "setup", "python", "gpus")
 INSTALL_KEYS = ("only_binary", "index_url", "extra_index_urls", "find_links", "ca_bundle")
 LIMIT_KEYS = ("timeout_s", "memory")
 QUERY_KEYS = ("spec", "pick", "latest", "pre")
@@ -69,6 +69,9 @@ class Base:
     setup: tuple[str, ...] = ()
     # GPUs its cells ask for (matrix.gpus: "all", "count:N", "device:0,1"); None: none.
     gpus: str | None = None
+    # The team's own Dockerfile (an absolute path): the docker backend builds it with its own
+    # directory as the context and its cells go on top of what the image has installed.
+    dockerfile: str | None = None
 
     @property
     def image_python(self) -> str:
@@ -246,9 +249,21 @@ class _Validator:
                 raise self.fail(key, "a base name may hold only letters, digits, '.', '_' and '-'",
                                 "rename it, e.g. bookworm-py311")
             body = self.mapping(raw, key, BASE_KEYS)
-            if "image" not in body and "python" not in body:
-                raise self.fail(key, "names neither an image nor an interpreter",
+            if "image" not in body and "python" not in body and "dockerfile" not in body:
+                raise self.fail(key, "names neither an image, a Dockerfile nor an interpreter",
                                 'add image: "python:3.11-slim-bookworm" and/or python: "3.11"')
+            dockerfile = None
+            if "dockerfile" in body:
+                if "image" in body:
+                    raise self.fail(f"{key}.dockerfile", "a base is an image or a Dockerfile, not both",
+                                    "keep one: the Dockerfile's FROM names its image")
+                if not isinstance(body["dockerfile"], str) or not body["dockerfile"].strip():
+                    raise self.fail(f"{key}.dockerfile", f"expected a path, got {kind_of(body['dockerfile'])}")
+                found = self.local_path(body["dockerfile"])
+                if not found.is_file():
+                    raise self.fail(f"{key}.dockerfile", f"{body['dockerfile']!r} is not a file on this machine",
+                                    "give the path of a Dockerfile, relative to the matrix file")
+                dockerfile = str(found)
             image = body.get("image")
             if image is not None and (not isinstance(image, str) or not _IMAGE.match(image)):
                 raise self.fail(f"{key}.image", f"{image!r} is not an image reference",
@@ -272,7 +287,7 @@ class _Validator:
                     gpus = parse_gpus(body["gpus"])
                 except InvalidGpus as e:
                     raise self.fail(f"{key}.gpus", e.problem, e.fix) from None
-            out.append(Base(name=name, image=image, python=python, setup=setup, gpus=gpus))
+            out.append(Base(name=name, image=image, python=python, setup=setup, gpus=gpus, dockerfile=dockerfile))
         return tuple(out)
 
     def query(self, value: dict[str, Any], key: str) -> Query:

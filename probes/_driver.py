@@ -42,6 +42,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 
 NONCE_VAR = "COMPAT_MATRIX_NONCE"
+ALSO_VAR = "COMPAT_MATRIX_PROBE_ALSO"
 # prctl(2) options.
 PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
@@ -304,6 +305,11 @@ def main():
     env = dict(os.environ)
     timeout = float(env.get("COMPAT_MATRIX_PROBE_TIMEOUT", "300"))
     pins = json.loads(env.get("COMPAT_MATRIX_PINS", "{}"))
+    # Packages the environment already had (a team's image): probed as pins are, at the version found.
+    also = [n for n in env.get(ALSO_VAR, "").split(",") if n and n not in pins]
+    if also:
+        pins.update((n, v) for n, v in installed(also).items() if v)
+        env["COMPAT_MATRIX_PINS"] = json.dumps(pins)
     here = os.path.dirname(os.path.abspath(__file__))
     only = [p for p in env.get("COMPAT_MATRIX_PROBES", "").split(",") if p]
     names = sorted(

@@ -28,13 +28,14 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 
 from uv import find_uv_bin
 
 from matrix import gpus, install, probing
-from matrix.backends import dockerfile
+from matrix.backends import dockerfile, imagecheck
 from matrix.backends.engine import (
     CELL_LABEL,
     HOST_LABEL,
@@ -80,6 +81,8 @@ class Engine(Protocol):
 
     def ensure_image(self, ref: str) -> str | None: ...
     def build(self, context_dir: Path, tag: str) -> BuildResult: ...
+    def build_context(self, context: IO[bytes], tag: str, *, dockerfile: str,
+                      build_args: dict[str, str] | None = None) -> BuildResult: ...
     def ensure_volume(self, name: str, labels: dict[str, str]) -> None: ...
     def start(self, image: str, command: list[str], *, labels: dict[str, str], volumes: dict[str, str]) -> str: ...
     def state(self, container: str) -> ContainerState: ...
@@ -94,6 +97,16 @@ class Engine(Protocol):
     def alive(self) -> bool: ...
     def connect(self) -> None: ...
     def close(self) -> None: ...
+
+
+# What the probes look for in a team's image besides the cell's pins (what its probes know how to try).
+IMAGE_PACKAGES = ("numpy", "scipy", "torch")
+
+
+def dockerfile_tag(base: Base) -> str:
+    """The image a base's own Dockerfile is built into: one per base and Dockerfile path."""
+    digest = hashlib.sha256(f"{base.name}\0{base.dockerfile}".encode()).hexdigest()[:12]
+    return f"compat-matrix-dockerfile:{base.name.lower()}-{digest}"
 
 
 def cell_key(cell: Cell) -> str:
@@ -137,7 +150,10 @@ class DockerBackend:
                  issue_probes: tuple[tuple[str, str], ...] = ()) -> None:
         self.engine = engine
         self.issue_probes = issue_probes
-        self.spec = spec
+        # A base built from the team's Dockerfile is, from here on, the image that build tags.
+        self.spec = replace(spec, bases=tuple(replace(b, image=dockerfile_tag(b)) if b.dockerfile else b
+                                              for b in spec.bases))
+        self._dockerfile_failed: dict[str, Verdict] = {}
         self.run_id = run_id
         self.keep = keep
         self.uv_binary = Path(find_uv_bin())
@@ -210,6 +226,7 @@ class DockerBackend:
             pass  # close() sweeps again
 
     def skip_reason(self, base: Base) -> str | None:
+        base = self.spec.base(base.name)  # a Dockerfile base: the image its build tags
         if base.image is None:
             return f"base {base.name} names no image (the docker backend builds from an image)"
         return None
@@ -217,6 +234,7 @@ class DockerBackend:
     def base_id(self, base: Base) -> str:
         """The base image's id on the engine ("" when it is not there to say); asked once per
         base and run, like _base_error, not once per cell."""
+        base = self.spec.base(base.name)  # a Dockerfile base: the image its build tags
         with self._lock:
             if base.name not in self._base_ids:
                 image_id = None
@@ -227,11 +245,30 @@ class DockerBackend:
 
     def _base_error(self, base_name: str) -> str | None:
         # Once per base: a missing image is the same failure for all of its cells.
+        if base_name not in self._base_errors and self.spec.base(base_name).dockerfile:
+            self._base_errors[base_name] = self._build_dockerfile(self.spec.base(base_name))
         if base_name not in self._base_errors:
             image = self.spec.base(base_name).image
             self._base_errors[base_name] = (self.engine.ensure_image(image) if image is not None
                                             else f"base {base_name} names no image")
         return self._base_errors[base_name]
+
+    def _build_dockerfile(self, base: Base) -> str | None:
+        """Build a base's own Dockerfile (its directory the context), tagged as the base's image and
+        kept like the prefix images (labelled cache: `compat-matrix clean` removes it; the engine's
+        layer cache makes an unchanged rebuild quick). A build that fails is its cells' verdict, as
+        `check` has it; None when it built."""
+        assert base.dockerfile is not None and base.image is not None
+        path = Path(base.dockerfile)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            self._dockerfile_failed[base.name] = Verdict(Outcome.INFRA_ERROR, f"{path} cannot be read: {e}")
+            return None
+        built = imagecheck.build(self.engine, path, text, base.image, {RUN_LABEL: CACHE_RUN}, {})
+        if not built.ok:
+            self._dockerfile_failed[base.name] = imagecheck.build_failure(built, path)
+        return None
 
     def run_cell(self, cell: Cell, log_dir: Path) -> Record:
         started = time.monotonic()
@@ -427,7 +464,10 @@ class DockerBackend:
         first that fails, else None."""
         base = self.spec.base(cell.base)
         steps = dockerfile.install_commands(cell, self.spec, venv, offline=offline)
-        for argv in [dockerfile.venv_command(base, venv), *steps]:
+        first = [dockerfile.venv_command(base, venv)]
+        if base.dockerfile:  # on top of what the team's image has installed
+            first.append(dockerfile.image_packages_command(base, venv))
+        for argv in [*first, *steps]:
             self._check()
             log.append("$ " + shlex.join(argv) + "\n")
             done = self.engine.exec(bench, argv, env)  # an engine fault raises: never the installer's output
@@ -445,6 +485,8 @@ class DockerBackend:
         base_error = self._base_error(cell.base)
         if base_error:
             return Verdict(Outcome.INFRA_ERROR, base_error)
+        if cell.base in self._dockerfile_failed:  # the team's Dockerfile did not build
+            return self._dockerfile_failed[cell.base]
         base = self.spec.base(cell.base)
         record.base_id = self.base_id(base)
         b = self._prepare(base, log_dir)
@@ -480,7 +522,8 @@ class DockerBackend:
             nonce = probing.new_nonce()
             ran = self.engine.run(
                 b.image, [f"{venv}/bin/python", dockerfile.DRIVER],
-                environment={**probing.environment(cell, nonce, limits.timeout_s, self.issue_probes, gpus=base.gpus),
+                environment={**probing.environment(cell, nonce, limits.timeout_s, self.issue_probes, gpus=base.gpus,
+                                                   also=IMAGE_PACKAGES if base.dockerfile else ()),
                              "COMPAT_MATRIX_PYC_OVERLAY": dockerfile.PYC},
                 labels=self.labels(cell), memory=limits.memory,
                 timeout_s=probing.driver_timeout(limits.timeout_s), volumes={CACHE_VOLUME: dockerfile.CACHE},

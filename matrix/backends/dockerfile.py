@@ -133,6 +133,21 @@ def venv_command(base: Base, venv: str) -> list[str]:
     return [UV, "venv", "--quiet", "--python", base.image_python, venv]
 
 
+# Run by the image's interpreter: a .pth in the venv naming that interpreter's site directories.
+_SEE_THE_IMAGE = (
+    "import os, site, sys; d = [p for p in site.getsitepackages() if os.path.isdir(p)]; "
+    "t = os.path.join(sys.argv[1], 'lib', 'python%d.%d' % sys.version_info[:2], 'site-packages', "
+    "'_compat_matrix_image.pth'); open(t, 'w').write(''.join(p + chr(10) for p in d))")
+
+
+def image_packages_command(base: Base, venv: str) -> list[str]:
+    """For a base built from the team's own Dockerfile: the cell's venv sees what the image has
+    installed, after its own site-packages, so the cell's pins go on top of the image's packages as
+    a later `RUN pip install` would (a .pth names the image interpreter's site directories; the
+    image's interpreter is the venv's, so the Python versions agree)."""
+    return [base.image_python, "-c", _SEE_THE_IMAGE, venv]
+
+
 def install_commands(cell: Cell, spec: Spec, venv: str, *, offline: bool = False) -> list[list[str]]:
     """The cell's `uv pip` steps inside the image. With credentials in the index URLs the index
     options come from UV_CONFIG_FILE (install.uv_toml), never from the command line."""

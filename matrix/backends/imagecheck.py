@@ -78,6 +78,14 @@ print("COMPAT-MATRIX-INVENTORY " + json.dumps({
 _INVENTORY_MARK = "COMPAT-MATRIX-INVENTORY "
 
 
+class Builder(Protocol):
+    """What building a user's Dockerfile asks of the engine (the docker backend's bases too)."""
+
+    def image_id(self, ref: str) -> str | None: ...
+    def build_context(self, context: IO[bytes], tag: str, *, dockerfile: str,
+                      build_args: dict[str, str] | None = None) -> BuildResult: ...
+
+
 class Engine(Protocol):
     def image_id(self, ref: str) -> str | None: ...
     def build(self, context_dir: Path, tag: str) -> BuildResult: ...
@@ -224,7 +232,7 @@ def _context_tar(directory: Path, dockerfile_text: str, into: IO[bytes]) -> None
     into.seek(0)
 
 
-def build(engine: Engine, path: Path, text: str, tag: str, labels: dict[str, str],
+def build(engine: Builder, path: Path, text: str, tag: str, labels: dict[str, str],
           build_args: dict[str, str]) -> Built:
     """Build a user's Dockerfile (`text`, read from `path`) with its own directory as the context.
     A context that cannot be read (a file nobody may read, a special file) is the Dockerfile's

@@ -105,6 +105,8 @@ class VenvBackend:
         return f"{found.path} {found.version}" if found else ""
 
     def skip_reason(self, base: Base) -> str | None:
+        if base.dockerfile:
+            return f"base {base.name} is a Dockerfile: the docker backend builds it and runs its cells"
         if base.python is None:
             return (f"base {base.name} names only an image; give it python: (a version such as "
                     '"3.11", or a path) to run it without an engine')

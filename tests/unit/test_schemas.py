@@ -52,7 +52,7 @@ DIFFERENCES: list[tuple[str, str, str, str]] = [
     ("matrix", r"^layered_order\[\d+\]$", r"is not in packages", "layered_order against the packages' names"),
     ("matrix", r"^(packages|layered_order)", r"same package as|is listed twice",
      "names compared as PEP 503 canonical names: no schema keyword normalises them"),
-    ("matrix", r"find_links\[\d+\]$|ca_bundle$", r"is not a directory on this machine|is not a file",
+    ("matrix", r"find_links\[\d+\]$|ca_bundle$|\.dockerfile$", r"is not a directory on this machine|is not a file",
      "what exists on this machine's file system"),
     ("matrix", r"memory$", r"below Docker's smallest limit|more than the engine can take",
      "the size in bytes (6m up to 2^63): a pattern checks the form, not the amount"),

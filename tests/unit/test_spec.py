@@ -291,3 +291,17 @@ def test_a_bad_axis_index_is_bad_input(tmp_path: Path, body: str, key: str) -> N
     assert info.value.key == key and "u:p@" not in str(info.value)
     if key.endswith("[0]"):
         assert 'quote it: "2.10"' in str(info.value)
+
+
+def test_a_base_may_be_the_teams_own_dockerfile(tmp_path: Path) -> None:
+    (tmp_path / "docker").mkdir()
+    (tmp_path / "docker" / "Dockerfile.v77").write_text("FROM python:3.11-slim\n")
+    s = spec.parse("bases: {v77: {dockerfile: docker/Dockerfile.v77}}\npackages: {numpy: ['1.26.4']}\n",
+                   tmp_path / "m.yaml")
+    assert s.base("v77").dockerfile == str(tmp_path / "docker" / "Dockerfile.v77")  # beside the matrix file
+    for body, problem in (("{dockerfile: docker/nope}", "is not a file on this machine"),
+                          ("{dockerfile: docker/Dockerfile.v77, image: 'python:3.11'}", "not both"),
+                          ("{dockerfile: 3}", "expected a path")):
+        with pytest.raises(ConfigError) as info:
+            spec.parse(f"bases: {{v77: {body}}}\npackages: {{numpy: ['1.26.4']}}\n", tmp_path / "m.yaml")
+        assert info.value.key == "bases.v77.dockerfile" and problem in str(info.value)
