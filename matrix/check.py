@@ -29,6 +29,7 @@ from matrix.ledger import TABLE_RECORDS, Ledger, read
 from matrix.lineage import Checked, StepDrift, drift, format_drift, format_lineage, lineage, natural_key, target_id
 from matrix.paths import atomic_write
 from matrix.registry import Registry
+from matrix.registry.cliargs import build_args as build_args  # --build-arg, as preflight reads it
 from matrix.store import Outcome, Record
 
 Echo = Callable[[str], None]
@@ -108,16 +109,6 @@ def repository(text: str) -> str:
         raise ConfigError(text, "--tag", "is not a repository name (lower-case letters, digits, . _ - and /)",
                           "e.g. --tag team/app-check")
     return text
-
-
-def build_args(pairs: list[str]) -> tuple[tuple[str, str], ...]:
-    out = []
-    for pair in pairs:
-        key, eq, value = pair.partition("=")
-        if not eq or not key:
-            raise ConfigError(pair, "--build-arg", "is not KEY=VALUE", "e.g. --build-arg BASE=python:3.11")
-        out.append((key, value))
-    return tuple(out)
 
 
 def load_registry(given: Path | None) -> Registry | None:

@@ -7,16 +7,11 @@ Handlers raise ConfigError for bad input (exit 2); the main command line turns i
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 
-from matrix import registry, spec
-from matrix.errors import EXIT_FAILED, EXIT_OK, ConfigError
-from matrix.registry import evidence, guardfile
-from matrix.store import Record
-
-Handler = Callable[[argparse.Namespace], int]
-DEFAULT_CONFIG = Path("matrix.yaml")
+from matrix import registry
+from matrix.errors import EXIT_FAILED, EXIT_OK
+from matrix.registry import cliargs, evidence, exportcmds, guardfile
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -24,35 +19,6 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help=f"the known-issue registry (default: {registry.DEFAULT_PATH})")
     p.add_argument("--results", type=Path, default=Path("results"),
                    help="the sweep's output directory, read for evidence (default: results)")
-
-
-def _has_results(results: Path) -> bool:
-    runs = results / "runs"
-    return (results / evidence.RECORDS_FILE).is_file() or (runs.is_dir() and any(runs.glob("*.jsonl")))
-
-
-def _records_if_any(results: Path) -> list[Record]:
-    """The latest records, or none when no sweep wrote any (a corrupt file is still an error)."""
-    return evidence.latest_records(results) if _has_results(results) else []
-
-
-def _build_args(values: list[str] | None) -> dict[str, str]:
-    out = {}
-    for item in values or []:
-        name, eq, value = item.partition("=")
-        if not eq or not name:
-            raise ConfigError("--build-arg", item, "expected NAME=VALUE", "e.g. --build-arg BASE_IMAGE=python:3.11")
-        out[name] = value
-    return out
-
-
-def _images(config: Path | None) -> dict[str, str]:
-    """image → base name from the matrix file, so a FROM line finds its base; {} with no matrix file."""
-    path = config if config is not None else DEFAULT_CONFIG
-    if config is None and not path.is_file():
-        return {}
-    s = spec.load(path)
-    return {b.image: b.name for b in s.bases if b.image}
 
 
 def cmd_pins(args: argparse.Namespace) -> int:
@@ -83,8 +49,8 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     from matrix.registry import preflight
 
     report = preflight.preflight(
-        args.dockerfile, args.baseline, _records_if_any(args.results), reg,
-        base=args.base, images=_images(args.config), build_args=_build_args(args.build_arg),
+        args.dockerfile, args.baseline, cliargs.records_if_any(args.results), reg,
+        base=args.base, images=cliargs.images(args.config), build_args=dict(cliargs.build_args(args.build_arg)),
     )
     print(report.format(), end="")
     return report.exit_code(args.strict)
@@ -92,7 +58,7 @@ def cmd_preflight(args: argparse.Namespace) -> int:
 
 def cmd_guard(args: argparse.Namespace) -> int:
     reg = registry.load(args.registry)
-    path = guardfile.write(args.output, reg, _records_if_any(args.results))
+    path = guardfile.write(args.output, reg, cliargs.records_if_any(args.results))
     print(f"wrote {path} ({len(reg.issues)} issue(s)); in the Dockerfile, after the installs:")
     print(f"  COPY {path.name} /tmp/{path.name}")
     print(f"  RUN python /tmp/{path.name}")
@@ -102,7 +68,7 @@ def cmd_guard(args: argparse.Namespace) -> int:
 def cmd_registry(args: argparse.Namespace) -> int:
     reg = registry.load(args.registry)
     print(f"{args.registry}: {len(reg.issues)} issue(s), valid")
-    if not _has_results(args.results):
+    if not cliargs.has_results(args.results):
         print(f"no results in {args.results}: run `compat-matrix run` to match failures against the registry")
         return EXIT_OK
     records = evidence.current(evidence.latest_records(args.results))
@@ -126,7 +92,7 @@ def cmd_registry(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> dict[str, Handler]:
+def add_commands(subparsers: argparse._SubParsersAction) -> dict[str, cliargs.Handler]:
     pins = subparsers.add_parser("pins", help="what the results say about one pin: partners that pass, "
                                  "failures and their known issues, untested values")
     pins.add_argument("query", metavar="NAME==VERSION", help="e.g. numpy==2.0.2")
@@ -145,7 +111,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> dict[str, Handler]:
                      help="the last working version's Dockerfile: its fixes must be carried forward")
     pre.add_argument("--base", help="the matrix base this image builds on (default: found from FROM via --config)")
     pre.add_argument("--config", type=Path, default=None,
-                     help=f"the matrix file, to map FROM images to bases (default: {DEFAULT_CONFIG} if present)")
+                     help=f"the matrix file, to map FROM images to bases "
+                          f"(default: {cliargs.DEFAULT_CONFIG} if present)")
     pre.add_argument("--build-arg", action="append", metavar="NAME=VALUE", help="a build arg (repeatable)")
     pre.add_argument("--strict", action="store_true", help="warnings fail too (exit 1)")
     _common(pre)
@@ -159,7 +126,5 @@ def add_commands(subparsers: argparse._SubParsersAction) -> dict[str, Handler]:
     reg.add_argument("--write-known-good", action="store_true",
                      help="also write known-good.yaml beside the registry from the latest results")
     _common(reg)
-    from matrix.registry import exportcmds  # export, schema, precommit: they reuse this module's helpers
-
     return {"pins": cmd_pins, "preflight": cmd_preflight, "guard": cmd_guard, "registry": cmd_registry,
             **exportcmds.add_commands(subparsers)}

@@ -12,7 +12,7 @@ from pathlib import Path
 from matrix import registry
 from matrix.errors import EXIT_FAILED, EXIT_OK
 from matrix.registry import evidence
-from matrix.registry.commands import Handler, _build_args, _images, _records_if_any
+from matrix.registry.cliargs import Handler, build_args, images, records_if_any
 
 
 def _load_registry(path: Path) -> registry.Registry:
@@ -65,8 +65,8 @@ def cmd_precommit(args: argparse.Namespace) -> int:
     from matrix.registry import hook
 
     reg = _load_registry(args.registry)
-    code, text = hook.check(args.files, _records_if_any(args.results), reg, base=args.base,
-                            images=_images(args.config), build_args=_build_args(args.build_arg), strict=args.strict)
+    code, text = hook.check(args.files, records_if_any(args.results), reg, base=args.base,
+                            images=images(args.config), build_args=dict(build_args(args.build_arg)), strict=args.strict)
     print(text, end="")
     return code
 
