@@ -255,8 +255,7 @@ def _one_line(text: str, limit: int) -> str:
 
 def not_run_rows(cells: list[Cell]) -> list[Record]:
     """The table's rows for cells of the matrix that have no record (never written as records)."""
-    return [Record(cell=c.id, base=c.base, mode=c.mode, pins=c.pin_dict, outcome=Outcome.NOT_RUN, backend="")
-            for c in cells]
+    return [Record.for_cell(c, backend="", run_id="", outcome=Outcome.NOT_RUN) for c in cells]
 
 
 def write(records: list[Record], results_dir: Path, packages: tuple[str, ...] = (),
