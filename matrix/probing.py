@@ -98,6 +98,7 @@ class DriverReport:
     installed: dict[str, str | None] = field(default_factory=dict)
     probes: list[dict[str, Any]] = field(default_factory=list)
     complete: bool = False
+    oom_kills: int | None = None  # during the run, by the driver's own count (where it could read one)
 
 
 def parse(output: str, nonce: str) -> DriverReport:
@@ -121,6 +122,8 @@ def parse(output: str, nonce: str) -> DriverReport:
             report.probes.append(obj)
         elif kind == "done":
             report.complete = True
+            count = obj.get("oom_kills")
+            report.oom_kills = count if isinstance(count, int) and not isinstance(count, bool) else None
     return report
 
 

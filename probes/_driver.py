@@ -53,6 +53,25 @@ GROUP_FLAG = "--group"
 GROUP_VAR = "COMPAT_MATRIX_PROBE_GROUP"
 
 
+# The container's count of OOM kills (cgroup v2, v1). Read when the driver starts and when its probes
+# are through: in a container of its own, or a prober cleaned before it (matrix/backends/prober.py),
+# a kill in between met the memory limit in this cell.
+OOM_COUNTS = ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control")
+
+
+def oom_kills():
+    for path in OOM_COUNTS:
+        try:
+            with open(path) as f:
+                for line in f:
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill":
+                        return int(value)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
 def tail(path):
     with open(path, "rb") as f:
         f.seek(0, os.SEEK_END)
@@ -301,6 +320,7 @@ def run_group(paths, timeout, env):
 
 def main():
     protect()
+    oom_before = oom_kills()
     nonce = os.environ.pop(NONCE_VAR, "")
     env = dict(os.environ)
     timeout = float(env.get("COMPAT_MATRIX_PROBE_TIMEOUT", "300"))
@@ -333,7 +353,11 @@ def main():
         record = grouped.get(i) or run_probe(path, timeout, env)
         record["kind"] = "probe"
         emit(record)
-    emit({"kind": "done"})
+    oom_after = oom_kills()
+    done = {"kind": "done"}
+    if oom_before is not None and oom_after is not None:
+        done["oom_kills"] = oom_after - oom_before
+    emit(done)
 
 
 if __name__ == "__main__":

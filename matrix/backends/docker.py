@@ -26,7 +26,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -35,7 +35,7 @@ from typing import IO, Protocol
 from uv import find_uv_bin
 
 from matrix import gpus, install, probing
-from matrix.backends import dockerfile, imagecheck
+from matrix.backends import dockerfile, imagecheck, prober
 from matrix.backends.engine import (
     CELL_LABEL,
     HOST_LABEL,
@@ -46,6 +46,7 @@ from matrix.backends.engine import (
     BuildResult,
     ContainerState,
     EngineFault,
+    Sandbox,
 )
 from matrix.cells import Cell
 from matrix.classify import Verdict, classify_install
@@ -84,10 +85,14 @@ class Engine(Protocol):
     def build_context(self, context: IO[bytes], tag: str, *, dockerfile: str,
                       build_args: dict[str, str] | None = None) -> BuildResult: ...
     def ensure_volume(self, name: str, labels: dict[str, str]) -> None: ...
-    def start(self, image: str, command: list[str], *, labels: dict[str, str], volumes: dict[str, str]) -> str: ...
+    def start(self, image: str, command: list[str], *, labels: dict[str, str], volumes: dict[str, str],
+              sandbox: Sandbox | None = None) -> str: ...
     def state(self, container: str) -> ContainerState: ...
     def put_files(self, container: str, files: dict[str, Path | bytes], mode: int = 0o644) -> None: ...
-    def exec(self, container: str, command: list[str], environment: dict[str, str] | None = None) -> RunResult: ...
+    def exec(self, container: str, command: list[str], environment: dict[str, str] | None = None, *,
+             user: str | None = None, timeout_s: float | None = None,
+             on_timeout: Callable[[], object] | None = None, what: str = "") -> RunResult: ...
+    def remove(self, container: str) -> None: ...
     def run(self, image: str, command: list[str], *, environment: dict[str, str], labels: dict[str, str],
             memory: str, timeout_s: float, volumes: dict[str, str] | None = None,
             gpus: str | None = None) -> RunResult: ...
@@ -130,6 +135,7 @@ class _Base:
         self.free: list[str] = []  # those no cell is using now
         self.starting = 0  # workbenches being started
         self.wheels: dict[str, set[str]] = {}  # workbench → the local wheels copied into it
+        self.probers: prober.Probers | None = None  # where its cells' probes run
 
     @staticmethod
     def failing(verdict: Verdict) -> _Base:
@@ -300,11 +306,13 @@ class DockerBackend:
         record.duration_s = round(time.monotonic() - started, 2)
         return record
 
-    def labels(self, cell: Cell | None = None) -> dict[str, str]:
-        """A workbench's labels; with `cell`, that cell's probe container's."""
+    def labels(self, cell: Cell | None = None, *, probe: bool = False) -> dict[str, str]:
+        """A workbench's labels; with `cell`, that cell's probe container's; with `probe`, a prober's."""
         out = {RUN_LABEL: self.run_id, HOST_LABEL: socket.gethostname(), ROLE_LABEL: WORKBENCH}
+        if cell is not None or probe:
+            out[ROLE_LABEL] = PROBE
         if cell is not None:
-            out.update({CELL_LABEL: cell_key(cell), ROLE_LABEL: PROBE})
+            out[CELL_LABEL] = cell_key(cell)
         return out
 
     def _connect(self) -> None:
@@ -440,6 +448,8 @@ class DockerBackend:
             try:
                 self._check()
                 bench = self._start_bench(b, base, first=first)
+                if bench:  # this worker's prober starts while its first cell installs
+                    self._probers(b, base).prestart()
             finally:
                 with b.lock:
                     b.starting -= 1
@@ -520,21 +530,51 @@ class DockerBackend:
         def probe() -> probing.Probed:
             self._check()
             nonce = probing.new_nonce()
-            ran = self.engine.run(
-                b.image, [f"{venv}/bin/python", dockerfile.DRIVER],
-                environment={**probing.environment(cell, nonce, limits.timeout_s, self.issue_probes, gpus=base.gpus,
-                                                   also=IMAGE_PACKAGES if base.dockerfile else ()),
-                             "COMPAT_MATRIX_PYC_OVERLAY": dockerfile.PYC},
-                labels=self.labels(cell), memory=limits.memory,
-                timeout_s=probing.driver_timeout(limits.timeout_s), volumes={CACHE_VOLUME: dockerfile.CACHE},
-                gpus=base.gpus,
-            )
+            environment = {**probing.environment(cell, nonce, limits.timeout_s, self.issue_probes, gpus=base.gpus,
+                                                 also=IMAGE_PACKAGES if base.dockerfile else ()),
+                           "COMPAT_MATRIX_PYC_OVERLAY": dockerfile.PYC}
+            ran = self._probe_run(b, base, cell, [f"{venv}/bin/python", dockerfile.DRIVER], environment, log_dir,
+                                  nonce)
             report, verdict = probing.conclude(ran, nonce, log_dir, limits.memory)
             return probing.Probed(report, verdict, log_dir, cell.id)
 
         probed = self.shared.probe(cell, fingerprint, log_dir, probe)
         record.python, record.installed = probed.report.python, probed.report.installed
         return probed.verdict
+
+
+    def _probers(self, b: _Base, base: Base) -> prober.Probers:
+        with b.lock:
+            if b.probers is None:
+                b.probers = prober.Probers(self.engine, b.image, labels=self.labels(probe=True),
+                                           volumes={CACHE_VOLUME: dockerfile.CACHE},
+                                           sandbox=Sandbox(self.spec.limits.memory, base.gpus))
+            return b.probers
+
+    def _probe_run(self, b: _Base, base: Base, cell: Cell, command: list[str], environment: dict[str, str],
+                   log_dir: Path, nonce: str) -> RunResult:
+        """The driver's run: exec'd into one of the base's probers, or, where the engine gives
+        none (prober.NoCount), in a locked-down container of its own."""
+        limits = self.spec.limits
+        timeout_s = probing.driver_timeout(limits.timeout_s)
+        probers = self._probers(b, base)
+
+        def counted(ran: RunResult) -> int | None:
+            """The driver's own count of OOM kills, when it ended in order."""
+            report = probing.parse(ran.stdout, nonce)
+            return report.oom_kills if ran.exit_code == 0 and report.complete else None
+
+        if not probers.unsupported:
+            try:
+                ran, container = probers.run(command, environment, timeout_s, counted)
+                (log_dir / "prober").write_text(f"probed in container {container[:12]} (a prober of the run)\n",
+                                                encoding="utf-8")
+                return ran
+            except prober.NoCount:
+                pass  # this engine's containers cannot tell an OOM of theirs: one container per cell
+        return self.engine.run(b.image, command, environment=environment, labels=self.labels(cell),
+                               memory=limits.memory, timeout_s=timeout_s, volumes={CACHE_VOLUME: dockerfile.CACHE},
+                               gpus=base.gpus)
 
 
 # The engine's words when a container's command cannot start for want of a shell in the image.

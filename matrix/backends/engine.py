@@ -88,6 +88,34 @@ class ContainerState:
         return ", ".join(how) + (f"; last output: {last[-1][:200]}" if last else "")
 
 
+# Whom the probes run as: nobody, never root.
+SANDBOX_USER = "65534:65534"
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """The locked-down container the probes run in (run()'s one-shot containers and start()'s
+    probers alike): no network, a read-only root with a scratch /tmp, no capabilities and no
+    new privileges, memory (swap included) and pids limits, the volumes read-only, and the
+    GPUs a base asks for (matrix.gpus' form)."""
+
+    memory: str
+    gpus: str | None = None
+
+    def settings(self) -> dict[str, Any]:
+        """The engine's host settings for it (volumes aside), by the names both the SDK's
+        containers.create and its create_host_config take."""
+        return {"network_mode": "none", "mem_limit": self.memory, "memswap_limit": self.memory, "pids_limit": 512,
+                "cap_drop": ["ALL"], "security_opt": ["no-new-privileges"], "read_only": True,
+                "tmpfs": {"/tmp": "rw,size=512m"},
+                **({"device_requests": device_requests(self.gpus)} if self.gpus else {})}
+
+    @staticmethod
+    def binds(volumes: dict[str, str]) -> dict[str, dict[str, str]]:
+        """Volumes (name → mount point), read-only."""
+        return {name: {"bind": path, "mode": "ro"} for name, path in volumes.items()}
+
+
 def _signal_name(num: int) -> str:
     import signal
 
@@ -190,6 +218,7 @@ class DockerEngine:
         self._client = client
         self._lock = threading.Lock()
         self._held: dict[str, Any] = {}  # container → the stdin this process holds (start())
+        self._patient_clients: dict[int, DockerClient] = {}  # _patient(): their read timeout → client
         self._socket: _Socket | None = None
         if client is None and self.host.startswith("unix://"):
             path = self.host[len("unix://"):]
@@ -235,6 +264,8 @@ class DockerEngine:
             self.release(container)
         if self._client is not None:
             self._client.close()
+        for patient in self._patient_clients.values():
+            patient.close()
 
     def image_id(self, ref: str) -> str | None:
         if self._socket:
@@ -305,22 +336,35 @@ class DockerEngine:
         except _sdk.faults as e:
             raise EngineFault(f"creating volume {name}: {_short(e)}") from e
 
-    def start(self, image: str, command: list[str], *, labels: dict[str, str], volumes: dict[str, str]) -> str:
-        """Start a long-lived container with host networking (the cells' installs run in it);
+    def start(self, image: str, command: list[str], *, labels: dict[str, str], volumes: dict[str, str],
+              sandbox: Sandbox | None = None) -> str:
+        """Start a long-lived container running `command` (in place of the image's entrypoint);
         `volumes` maps volume name → mount point. Returns its id.
+
+        Without `sandbox`: a workbench, with host networking, as root, the volumes writable (the
+        cells' installs run in it). With it: a prober, locked down as run()'s containers are (no
+        network, read-only root, no capabilities, its memory and pids limits, the volumes
+        read-only), with the engine's init as PID 1 to reap what the commands exec'd into it leave
+        behind; what runs in it is exec'd as SANDBOX_USER.
 
         Its stdin is this process's for as long as it lives (attached, and closed by the engine
         when this process's connection goes: StdinOnce): a `command` that reads stdin to its end
-        ends with this process, however this process ends (SIGKILL too), so the container running
+        ends with this process, however this process ends (SIGKILL too), so a workbench running
         is the proof that its run is alive (live_runs)."""
         api = self.client.api
         try:
+            if sandbox is None:
+                host_config = api.create_host_config(
+                    network_mode="host", binds={name: {"bind": path, "mode": "rw"} for name, path in volumes.items()})
+                user = "0:0"
+            else:
+                # Its init and idle command run as root (with no capability: they cannot do more
+                # than nobody), so the cells' processes, exec'd as nobody, cannot stop them.
+                host_config = api.create_host_config(init=True, binds=sandbox.binds(volumes), **sandbox.settings())
+                user = "0:0"
             created = api.create_container(
-                image, command=command, labels=labels, user="0:0", stdin_open=True, detach=False,
-                volumes=list(volumes.values()),
-                host_config=api.create_host_config(
-                    network_mode="host", binds={name: {"bind": path, "mode": "rw"} for name, path in volumes.items()}),
-            )
+                image, entrypoint=command, command=[], labels=labels, user=user, stdin_open=True, detach=False,
+                volumes=list(volumes.values()), host_config=host_config)
         except _sdk.faults as e:
             raise EngineFault(f"creating a container from {image}: {_short(e)}") from e
         cid = str(created["Id"])
@@ -331,12 +375,19 @@ class DockerEngine:
             api.start(cid)
             return cid
         except _sdk.faults as e:
-            self.release(cid)
-            try:
-                api.remove_container(cid, force=True)
-            except _sdk.faults:
-                pass  # remove_labelled() catches it at the end of the run
+            self.remove(cid)
+            if sandbox is not None and sandbox.gpus and gpu_requests.engine_has_no_gpu(str(e)):
+                raise EngineFault(f"{gpu_requests.NO_GPU} (the engine: {_short(e)})") from e
             raise EngineFault(f"starting a container from {image}: {_short(e)}") from e
+
+    def remove(self, container: str) -> None:
+        """Let go of a container start() made and remove it, whatever it is doing (a fault is left
+        to remove_labelled() at the end of the run)."""
+        self.release(container)
+        try:
+            self.client.api.remove_container(container, force=True)
+        except _sdk.faults:
+            pass
 
     def release(self, container: str) -> None:
         """Let go of a container start() holds: its idle command reads the end of its stdin."""
@@ -379,20 +430,57 @@ class DockerEngine:
         except _sdk.faults as e:
             raise EngineFault(f"copying files into {container[:12]}: {_short(e)}") from e
 
-    def exec(self, container: str, command: list[str], environment: dict[str, str] | None = None) -> RunResult:
-        """Run a command in a running container; its output and exit code."""
+    def exec(self, container: str, command: list[str], environment: dict[str, str] | None = None, *,
+             user: str | None = None, timeout_s: float | None = None,
+             on_timeout: Callable[[], object] | None = None, what: str = "") -> RunResult:
+        """Run a command in a running container (as `user`, else the container's); its output and
+        exit code. `what` names the command in a fault's message (else its program does).
+
+        With `timeout_s`: once that has passed, `on_timeout` is called (from another thread: it
+        stops the command, an exec of its own) and the result says timed_out when the command then
+        ended other than in order. Its output is read by a client that waits that long (the
+        shared one gives up after 600 s of silence)."""
         api = self.client.api
+        timer: threading.Timer | None = None
+        fired = threading.Event()
+        started = time.monotonic()
         try:
-            exec_id = api.exec_create(container, command, environment=environment or {})["Id"]
-            out, err = api.exec_start(exec_id, demux=True)
+            exec_id = api.exec_create(container, command, environment=environment or {}, user=user or "")["Id"]
+            if timeout_s is not None and on_timeout is not None:
+                def stop() -> None:
+                    fired.set()
+                    on_timeout()
+
+                timer = threading.Timer(timeout_s, stop)
+                timer.daemon = True
+                timer.start()
+            reader = api if timeout_s is None else self._patient(timeout_s)
+            out, err = reader.exec_start(exec_id, demux=True)
             code = api.exec_inspect(exec_id).get("ExitCode")
         except _sdk.faults as e:
-            raise EngineFault(f"running {command[0]} in {container[:12]}: {_short(e)}") from e
+            dropped = isinstance(e, _sdk.requests.ConnectionError)
+            how = f"the engine dropped the connection after {time.monotonic() - started:.0f} s: " if dropped else ""
+            raise EngineFault(f"running {what or command[0]} in {container[:12]}: {how}{_short(e)}") from e
+        finally:
+            if timer is not None:
+                timer.cancel()
         stdout, stderr = (out or b"").decode("utf-8", "replace"), (err or b"").decode("utf-8", "replace")
         fault = exec_fault(code, stdout + stderr)
         if fault:
-            raise EngineFault(f"running {command[0]} in {container[:12]}: {fault}")
-        return RunResult(code, stdout, stderr)
+            raise EngineFault(f"running {what or command[0]} in {container[:12]}: {fault}")
+        return RunResult(code, stdout, stderr, timed_out=fired.is_set() and code != 0)
+
+    def _patient(self, timeout_s: float) -> Any:
+        """A second client for commands that may say nothing for `timeout_s` (a probe run): it waits
+        a minute longer than that before it calls the silence a fault. One per limit, made once."""
+        wait = int(timeout_s) + 60
+        with self._lock:
+            if wait not in self._patient_clients:
+                try:
+                    self._patient_clients[wait] = _sdk.docker.from_env(timeout=wait)
+                except _sdk.faults as e:
+                    raise EngineFault(f"connecting to the engine at {self.host}: {_short(e)}") from e
+            return self._patient_clients[wait].api
 
     def remove_cache(self, run_id: str) -> int:
         """Remove the images and volumes labelled with `run_id` (the caches that outlive runs)."""
@@ -426,11 +514,8 @@ class DockerEngine:
             container = self.client.containers.create(
                 image, command=command, environment=environment, labels=labels,
                 **({"entrypoint": entrypoint} if entrypoint is not None else {}),
-                **({"device_requests": device_requests(gpus)} if gpus else {}),
-                volumes={name: {"bind": path, "mode": "ro"} for name, path in (volumes or {}).items()},
-                network_mode="none", mem_limit=memory, memswap_limit=memory, pids_limit=512,
-                cap_drop=["ALL"], security_opt=["no-new-privileges"], read_only=True,
-                tmpfs={"/tmp": "rw,size=512m"}, user="65534:65534", detach=True,
+                volumes=Sandbox.binds(volumes or {}), **Sandbox(memory, gpus).settings(), user=SANDBOX_USER,
+                detach=True,
             )
         except _sdk.faults as e:
             raise EngineFault(f"creating a container from {image}: {_short(e)}") from e

@@ -4,23 +4,28 @@ engine stopped under a probe and real concurrent runs are in tests/integration."
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from matrix import probing
+from matrix.backends import prober
 from matrix.backends.docker import KEEP_MARK, DockerBackend, prefix_failure, reap_script
 from matrix.backends.engine import (
     PROBE,
     ROLE_LABEL,
     RUN_LABEL,
+    SANDBOX_USER,
     WORKBENCH,
     BuildResult,
     ContainerState,
     EngineFault,
+    Sandbox,
     exec_fault,
     killed_from_outside,
     liveness,
@@ -44,6 +49,7 @@ install: {ca_bundle: none}
 """
 CELL = Cell("b", "together", (("numpy", "1.26.4"),))
 LAYERED = Cell("b", "layered", (("numpy", "1.26.4"),))
+OTHER = Cell("b", "together", (("numpy", "2.2.6"),))  # pins of its own: no probe run shared with CELL
 
 INSTALLED = RunResult(0, "", "")
 BUILT = BuildResult(True, "")
@@ -65,7 +71,7 @@ class FakeEngine:
 
     def __init__(self, install: RunResult | Exception = INSTALLED, base_error: str | None = None,
                  build: BuildResult = BUILT, setup: RunResult | Exception = INSTALLED,
-                 probe: RunResult | Exception | None = None) -> None:
+                 probe: RunResult | Exception | Callable[[str], RunResult] | None = None) -> None:
         self._install, self._base_error, self._build, self._setup = install, base_error, build, setup
         self._probe = probe if probe is not None else EngineFault("daemon went away")
         self.removed: list[tuple[str, str | None]] = []
@@ -75,6 +81,14 @@ class FakeEngine:
         self.started: list[dict[str, str]] = []
         self.states: dict[str, ContainerState] = {}
         self.runs: dict[str, bool] = {}
+        # Probers: what their clean-up prints (a count of OOM kills, else a failure), the ones
+        # started (labels and sandbox), the containers removed, and whether probes run one-shot.
+        self.clean: RunResult = RunResult(0, "oom_kill 0\n", "")
+        self.cleans: list[RunResult] = []  # said first, one each, before `clean`
+        self.probers: list[tuple[dict[str, str], Sandbox]] = []
+        self.gone: list[str] = []
+        self.one_shot = 0
+        self.probed_in: list[str] = []
 
     def ensure_image(self, ref: str) -> str | None:
         return self._base_error
@@ -92,9 +106,17 @@ class FakeEngine:
     def ensure_volume(self, name: str, labels: dict[str, str]) -> None:
         assert labels == {"org.compat-matrix.run": "cache"}
 
-    def start(self, image: str, command: list[str], *, labels: dict[str, str], volumes: dict[str, str]) -> str:
+    def start(self, image: str, command: list[str], *, labels: dict[str, str], volumes: dict[str, str],
+              sandbox: Sandbox | None = None) -> str:
+        if sandbox is not None:
+            assert command == prober.IDLE and volumes == {"compat-matrix-cache": "/opt/compat-matrix/cache"}
+            self.probers.append((labels, sandbox))
+            return f"prober{len(self.probers)}"
         self.started.append(labels)
         return f"bench{len(self.started)}"
+
+    def remove(self, container: str) -> None:
+        self.gone.append(container)
 
     def state(self, container: str) -> ContainerState:
         return self.states.get(container, ContainerState(True))
@@ -103,7 +125,22 @@ class FakeEngine:
         for path, content in files.items():
             self.files[path] = (content if isinstance(content, bytes) else content.read_bytes(), mode)
 
-    def exec(self, container: str, command: list[str], environment: dict[str, str] | None = None) -> RunResult:
+    def exec(self, container: str, command: list[str], environment: dict[str, str] | None = None, *,
+             user: str | None = None, timeout_s: float | None = None, on_timeout: object = None,
+             what: str = "") -> RunResult:
+        if container.startswith("prober"):
+            assert user == SANDBOX_USER
+            if command == ["sh", "-c", prober.CLEAN]:
+                return self.cleans.pop(0) if self.cleans else self.clean
+            assert command[1].endswith("/_driver.py") and timeout_s is not None
+            self.probe_labels = self.probers[int(container[len("prober"):]) - 1][0]
+            self.probed_in.append(container)
+            probe = self._probe
+            if callable(probe):
+                probe = probe((environment or {})["COMPAT_MATRIX_NONCE"])
+            if isinstance(probe, Exception):
+                raise probe
+            return probe
         self.execs.append((command, environment or {}))
         if command[0].endswith("/uv") and command[1] == "pip":
             if isinstance(self._install, Exception):
@@ -118,6 +155,7 @@ class FakeEngine:
         return RunResult(0, "", "")
 
     def run(self, image, command, **kw) -> RunResult:
+        self.one_shot += 1
         self.probe_labels = kw["labels"]
         if isinstance(self._probe, Exception):
             raise self._probe
@@ -211,6 +249,87 @@ def test_a_probe_wait_the_engine_dropped_is_infra_not_timeout(make_spec, tmp_pat
     rec = backend.run_cell(CELL, tmp_path)
     assert rec.outcome is Outcome.INFRA_ERROR and "dropped the connection" in rec.error
     assert engine.probe_labels[ROLE_LABEL] == PROBE and engine.started[0][ROLE_LABEL] == WORKBENCH
+
+
+def said(exit_code: int = 0, *, complete: bool = True, oom_kills: int | None = 0) -> Callable[[str], RunResult]:
+    """What a driver prints (its records start with the run's nonce) and how its exec ends."""
+    def run(nonce: str) -> RunResult:
+        records = [{"kind": "env", "python": "3.11.7", "installed": {"numpy": "1.26.4"}},
+                   {"kind": "probe", "probe": "imports", "returncode": 0, "result": {"status": "pass", "checks": []}}]
+        if complete:
+            records.append({"kind": "done", **({"oom_kills": oom_kills} if oom_kills is not None else {})})
+        return RunResult(exit_code, "".join(f"{nonce} {json.dumps(r)}\n" for r in records), "")
+    return run
+
+
+def logs(tmp_path: Path, name: str) -> Path:
+    """A cell's own log directory (cells that share one would share their probe run's files)."""
+    (tmp_path / name).mkdir(exist_ok=True)
+    return tmp_path / name
+
+
+def wait_for_cleaning(backend: DockerBackend) -> None:
+    """The clean-up after a driver that ended in order runs in the background: the next take waits for it."""
+    probers = backend._bases["b"].probers
+    assert probers is not None
+    probers._free.append(probers._take())
+
+
+def test_probes_run_in_one_prober_and_the_drivers_count_of_oom_kills_is_each_cells_own(
+        make_spec, tmp_path: Path) -> None:
+    engine = FakeEngine(probe=said(oom_kills=1))
+    backend = DockerBackend(engine, make_spec(MATRIX), "run1")
+    oom = backend.run_cell(CELL, logs(tmp_path, "cell"))
+    assert oom.outcome is Outcome.CRASH and "out of memory" in oom.error
+    wait_for_cleaning(backend)
+    engine._probe = said(oom_kills=0)
+    fine = backend.run_cell(OTHER, logs(tmp_path, "other"))
+    assert fine.outcome is Outcome.PASS, fine.error
+    assert engine.probed_in == ["prober1", "prober1"] and engine.gone == [] and engine.one_shot == 0
+    [(labels, sandbox)] = engine.probers
+    assert labels[ROLE_LABEL] == PROBE and labels[RUN_LABEL] == "run1" and sandbox.memory == "4g"
+    assert (tmp_path / "other" / "prober").read_text().startswith("probed in container prober1")
+
+
+def test_a_driver_that_did_not_end_in_order_is_judged_on_the_clean_ups_count(make_spec, tmp_path: Path) -> None:
+    # SIGKILL and the container's count went up: its memory limit, the cell's crash; the prober goes on.
+    engine = FakeEngine(probe=said(137, complete=False))
+    engine.cleans = [RunResult(0, f"oom_kill {n}\n", "") for n in (0, 1)]
+    engine.clean = RunResult(0, "oom_kill 1\n", "")
+    backend = DockerBackend(engine, make_spec(MATRIX), "run1")
+    oom = backend.run_cell(CELL, logs(tmp_path, "cell"))
+    assert oom.outcome is Outcome.CRASH and "out of memory" in oom.error
+    # SIGKILL with the count unchanged: killed from outside the cell, no verdict; that prober goes.
+    outside = backend.run_cell(OTHER, logs(tmp_path, "other"))
+    assert outside.outcome is Outcome.INFRA_ERROR and "killed from outside" in outside.error
+    assert engine.probed_in == ["prober1", "prober1"] and engine.gone == ["prober1"]
+
+
+def test_a_prober_that_cannot_be_cleaned_is_removed_and_the_next_cell_gets_a_new_one(
+        make_spec, tmp_path: Path) -> None:
+    engine = FakeEngine(probe=said(1, complete=False))
+    backend = DockerBackend(engine, make_spec(MATRIX), "run1")
+    first = backend.run_cell(CELL, logs(tmp_path, "cell"))
+    assert first.outcome is Outcome.CRASH and "did not end in order" not in first.error  # the driver died
+    engine.clean = RunResult(70, "", "processes of the last cell would not die\n")
+    stuck = backend.run_cell(OTHER, logs(tmp_path, "other"))
+    assert stuck.outcome is Outcome.INFRA_ERROR and "would not die" in stuck.error
+    assert engine.gone == ["prober1"]
+    engine.clean, engine._probe = RunResult(0, "oom_kill 0\n", ""), said()
+    third = Cell("b", "together", (("numpy", "2.0.2"),))
+    assert backend.run_cell(third, logs(tmp_path, "third")).outcome is Outcome.PASS
+    assert engine.probed_in[-1] == "prober2"
+
+
+def test_an_engine_without_a_count_of_oom_kills_probes_each_cell_in_a_container_of_its_own(
+        make_spec, tmp_path: Path) -> None:
+    engine = FakeEngine(probe=RunResult(0, "", ""))
+    engine.clean = RunResult(72, "", "the container cannot read its count of OOM kills\n")
+    backend = DockerBackend(engine, make_spec(MATRIX), "run1")
+    backend.run_cell(CELL, logs(tmp_path, "cell"))
+    backend.run_cell(OTHER, logs(tmp_path, "other"))
+    assert engine.one_shot == 2 and engine.probed_in == [] and engine.gone == ["prober1"]
+    assert engine.probe_labels[ROLE_LABEL] == PROBE and len(engine.probers) == 1
 
 
 def test_a_setup_exec_that_hit_an_engine_fault_is_that_cells_infra_error_only(make_spec, tmp_path: Path) -> None:
