@@ -187,7 +187,8 @@ def _driver_runs(engine: DockerEngine, run_id: str) -> bool:
     api = engine.client.api
     for c in api.containers(filters={"label": [f"{RUN_LABEL}={run_id}", f"{ROLE_LABEL}={PROBE}"]}):
         with contextlib.suppress(Exception):  # gone meanwhile: not this one
-            if any("_driver.py" in " ".join(map(str, row)) for row in api.top(c["Id"]).get("Processes") or []):
+            rows = api.top(c["Id"], ps_args="-o pid,args -ww").get("Processes") or []  # -ww: whole command lines
+            if any("_driver.py" in " ".join(map(str, row)) for row in rows):
                 return True
     return False
 
