@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from matrix.backends.engine import RUN_LABEL, DockerEngine
+from matrix.backends.engine import PROBE, ROLE_LABEL, RUN_LABEL, DockerEngine
 from matrix.errors import EngineUnavailable
 
 BASE = os.environ.get("COMPAT_MATRIX_TEST_BASE", "compat-matrix-test/bookworm-py311:local")
@@ -29,6 +29,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+
+
+def driver_runs(engine: DockerEngine, run_id: str) -> bool:
+    """Whether a probe driver runs in one of the run's probe containers (its probers, or a
+    one-shot container where the engine gives no probers)."""
+    api = engine.client.api
+    for c in api.containers(filters={"label": [f"{RUN_LABEL}={run_id}", f"{ROLE_LABEL}={PROBE}"]}):
+        try:  # -ww: whole command lines (the driver's path is longer than ps's default column)
+            rows = api.top(c["Id"], ps_args="-o pid,args -ww").get("Processes") or []
+        except Exception:  # noqa: BLE001 - gone meanwhile: not this one
+            continue
+        if any("_driver.py" in " ".join(map(str, row)) for row in rows):
+            return True
+    return False
 
 
 @pytest.fixture(scope="session")

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from matrix.backends.engine import PROBE, ROLE_LABEL, RUN_LABEL, DockerEngine
+from matrix.backends.engine import RUN_LABEL, DockerEngine
 from matrix.errors import EngineUnavailable
-from tests.integration.conftest import _unavailable
+from tests.integration.conftest import _unavailable, driver_runs
 
 MATRIX = """
 bases:
@@ -149,7 +149,7 @@ def test_the_engine_stopped_under_a_probe_is_infra_error_and_resume_runs_that_ce
                 # The slow cell's probe driver runs (the fast cell is through: any driver in the
                 # run's probers is the slow cell's): stop the engine under it.
                 deadline = time.monotonic() + 600
-                while not _driver_runs(engine, run_id):
+                while not driver_runs(engine, run_id):
                     assert time.monotonic() < deadline, f"no probe driver of {SLOW} ran: {''.join(seen)}"
                     assert proc.poll() is None, "the run ended before the slow cell's probe"
                     time.sleep(0.3)
@@ -180,17 +180,6 @@ def test_the_engine_stopped_under_a_probe_is_infra_error_and_resume_runs_that_ce
     api = engine.client.api
     assert api.containers(all=True, filters={"label": f"{RUN_LABEL}={run_id}"}) == []
     assert _cached_cells(cache) == {FAST, SLOW}
-
-
-def _driver_runs(engine: DockerEngine, run_id: str) -> bool:
-    """Whether a probe driver runs in one of the run's probe containers (its probers)."""
-    api = engine.client.api
-    for c in api.containers(filters={"label": [f"{RUN_LABEL}={run_id}", f"{ROLE_LABEL}={PROBE}"]}):
-        with contextlib.suppress(Exception):  # gone meanwhile: not this one
-            rows = api.top(c["Id"], ps_args="-o pid,args -ww").get("Processes") or []  # -ww: whole command lines
-            if any("_driver.py" in " ".join(map(str, row)) for row in rows):
-                return True
-    return False
 
 
 @pytest.fixture(autouse=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from matrix.backends.engine import RUN_LABEL, DockerEngine
+from tests.integration.conftest import driver_runs
 
 MATRIX = """
 bases:
@@ -55,13 +56,12 @@ def _wait_for(phase: str, proc: subprocess.Popen[str], engine: DockerEngine, run
         time.sleep(4)  # uv venv is asking the slow interpreter about itself
         return
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:  # the probe container of the first cell is running
-        running = engine.client.api.containers(filters={"label": f"{RUN_LABEL}={run_id}"})
-        if any("_driver.py" in c["Command"] for c in running):
+    while time.monotonic() < deadline:  # the probe driver of the first cell is running
+        if driver_runs(engine, run_id):
             time.sleep(2)
             return
         time.sleep(0.5)
-    pytest.fail("no probe container ever ran")
+    pytest.fail("no probe driver ever ran")
 
 
 @pytest.mark.parametrize("phase", ["install", "probe", "between"])
