@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from packaging.version import Version
 from matrix import exports
 from matrix.cells import Cell
 from matrix.paths import atomic_write
-from matrix.store import Outcome, Record, records_jsonl
+from matrix.store import Lines, Outcome, Record
 
 SYMBOLS = {
     Outcome.PASS: "✅",
@@ -261,15 +262,16 @@ def not_run_rows(cells: list[Cell]) -> list[Record]:
 def write(records: list[Record], results_dir: Path, packages: tuple[str, ...] = (),
           notes: Annotations | None = None, changes: str | None = None, *,
           not_run: list[Cell] | None = None, about: list[str] | None = None,
-          sections: list[str] | None = None) -> list[Path]:
+          sections: list[str] | None = None, lines: Lines | None = None) -> list[Path]:
     """The table and the records behind it (records.jsonl: what the registry and advisor read).
-    `not_run`: cells of the matrix without a record, rows of the table with their own symbol."""
+    `not_run`: cells of the matrix without a record, rows of the table with their own symbol;
+    `lines`: the records' lines where the ledger was just written from them."""
     rows = records + not_run_rows(not_run or []) if not_run else records
     names = packages_of(rows, packages)
     df = table(rows, packages, notes)
     grid = pivot(df, names)
-    outputs = {
-        "records.jsonl": records_jsonl(records),
+    outputs: dict[str, str | Iterable[str]] = {
+        "records.jsonl": (lines or Lines()).chunks(records),
         "matrix.csv": df.to_csv(index=False),
         "matrix.md": markdown(df, names, notes, changes, grid=grid, about=about, sections=sections),
         "matrix.html": exports.html(df, names, grid),

@@ -19,7 +19,7 @@ from matrix import cells, fanout, history, index, locks, registry, resultcache, 
 from matrix.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, ConfigError, EngineUnavailable, ResultsUnwritable
 from matrix.ledger import TABLE_RECORDS, Ledger, matrix_digest, read
 from matrix.registry import Registry, bounds
-from matrix.store import Outcome, Record
+from matrix.store import Lines, Outcome, Record
 
 Echo = Callable[[str], None]
 
@@ -254,7 +254,8 @@ def _write_table(ledger: Ledger, plan: cells.Plan, s: spec.Spec, known: Registry
     if (not force and previous is not None and _plain(previous) == _plain(table)
             and _table_current(results, known, digest, known_good)):
         return [], changes, True  # an unchanged re-run: the ledger, the table and the pins stand
-    paths = [ledger.save()]
+    lines = Lines()  # each record encoded once for the ledger, records.jsonl and the history entry
+    paths = [ledger.save(lines)]
     # Here, not at the top: pandas takes half a second to import, and an unchanged re-run needs none of it.
     from matrix import report
 
@@ -270,8 +271,8 @@ def _write_table(ledger: Ledger, plan: cells.Plan, s: spec.Spec, known: Registry
         r.mode == "override" for r in table) else ""
     paths += report.write(table, results, s.package_names, annotations,
                           history.format_diff(changes, markdown=True) if changes else None,
-                          not_run=not_run, about=about, sections=[audited] if audited else None)
-    paths.append(history.keep(table, results, run_id))
+                          not_run=not_run, about=about, sections=[audited] if audited else None, lines=lines)
+    paths.append(history.keep(table, results, run_id, lines))
     if known is not None and known_good:
         from matrix.registry import knowngood
 

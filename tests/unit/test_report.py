@@ -62,6 +62,66 @@ def test_records_round_trip(tmp_path: Path) -> None:
     assert load_records(tmp_path / "r.jsonl") == RECORDS
 
 
+def test_a_record_line_is_what_json_writes_of_it_whatever_its_fields_hold() -> None:
+    """record_line writes the common record itself; it must be json's text for every record."""
+    import json
+    from dataclasses import replace
+
+    odd = [
+        replace(RECORDS[0], python=None, cached=True, as_of="2024-05-01", error="é \u2028 \"quoted\"\n\ttab \x00"),
+        replace(RECORDS[1], duration_s=3),  # an int, as a hand-written records file may hold
+        replace(RECORDS[1], duration_s=float("nan")),
+        replace(RECORDS[1], duration_s=float("-inf")),
+        replace(RECORDS[1], cached=1),  # type: ignore[arg-type]
+        replace(RECORDS[2], pins={"scipy": "1.11.4", "numpy": "2.2.6"}, installed={"numpy": None}),
+        replace(RECORDS[2], pins={"numpy": 2, "torch": 1.5}),  # type: ignore[dict-item]
+        replace(RECORDS[3], error=None),  # type: ignore[arg-type]
+    ]
+    for r in [*RECORDS, *odd]:
+        assert store.record_line(r) == json.dumps(r.serialize(), sort_keys=True) + "\n"
+    assert store.records_jsonl(odd) == "".join(json.dumps(r.serialize(), sort_keys=True) + "\n" for r in odd)
+    try:
+        store.record_line(replace(RECORDS[0], pins={"numpy": object()}))  # type: ignore[dict-item]
+    except TypeError as e:
+        assert "not JSON serializable" in str(e)
+    else:
+        raise AssertionError("an object json cannot write was written")
+
+
+def test_lines_encode_a_record_once_and_a_changed_one_again(monkeypatch) -> None:
+    from dataclasses import replace
+
+    expected = store.records_jsonl(RECORDS), store.records_jsonl(list(reversed(RECORDS)))
+    made: list[str] = []
+    real = store.record_line
+    monkeypatch.setattr(store, "record_line", lambda r: made.append(r.cell) or real(r))
+    lines = store.Lines()
+    first = "".join(lines.chunks(RECORDS, lines=2))
+    again = "".join(lines.chunks(reversed(RECORDS)))
+    assert (first, again) == expected and len(made) == len(RECORDS)
+    other = replace(RECORDS[0], outcome=Outcome.PASS)  # another record of the same cell
+    assert lines.of(other) == real(other) and len(made) == len(RECORDS) + 1
+
+
+def test_a_file_written_in_pieces_is_whole_or_not_there(tmp_path: Path) -> None:
+    from matrix.paths import atomic_write
+
+    target = tmp_path / "records.jsonl"
+    atomic_write(target, iter(["a\n", "b\n"]))
+    assert target.read_text() == "a\nb\n"
+
+    def pieces():
+        yield "c\n"
+        raise RuntimeError("the encoder failed half-way")
+
+    try:
+        atomic_write(target, pieces())
+    except RuntimeError:
+        pass
+    assert target.read_text() == "a\nb\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["records.jsonl"]
+
+
 def test_summary_counts() -> None:
     assert store.summary(RECORDS) == "3 pass, 1 import-error, 1 resolve-conflict"
 
