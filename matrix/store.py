@@ -96,9 +96,23 @@ class Record:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Record:
-        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
-        known["outcome"] = Outcome(data["outcome"])
-        return cls(**known)
+        return cls(**_known_fields(data))
+
+
+# A record's fields, and its outcomes by name (Outcome(name) is a microsecond: seconds for a large merge).
+_KNOWN = frozenset(Record.__dataclass_fields__)
+_OUTCOMES = {o.value: o for o in Outcome}
+
+
+def _known_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a record read back: the record's keys (others ignored), its outcome an Outcome."""
+    if type(data) is dict and data.keys() <= _KNOWN:
+        known = dict(data)  # every key a field: copied whole rather than field by field
+    else:
+        known = {k: data[k] for k in Record.__dataclass_fields__ if k in data}
+    name = data["outcome"]
+    known["outcome"] = (_OUTCOMES.get(name) if type(name) is str else None) or Outcome(name)
+    return known
 
 
 # One encoder for every line: json.dumps with options makes a new one per call (0.1 s a 100 000).
@@ -194,13 +208,48 @@ class RecordLog:
         self._file.close()
 
 
+# Fields whose values most records of a file share (the run, the base, the machine, the matrix): read
+# back as one string each rather than one per record, tens of megabytes of a large ledger.
+_SHARED = ("base", "mode", "backend", "run_id", "matrix", "engine", "base_id", "as_of", "python")
+# What json.loads runs on a line, without its wrappers around it (a third of reading a large ledger).
+# (An attribute the decoder sets, not in its declared interface.)
+_SCAN: Callable[[str, int], tuple[Any, int]] = getattr(json.decoder.JSONDecoder(), "scan_once")  # noqa: B009
+
+
 def load_records(path: Path) -> list[Record]:
     out = []
+    shared: dict[str, str] = {}
     with open(path, encoding="utf-8") as f:
         for line in f:
             if line.strip():
-                out.append(Record.from_dict(json.loads(line)))
+                out.append(_read_line(line, shared))
     return out
+
+
+def _read_line(line: str, shared: dict[str, str]) -> Record:
+    """Record.from_dict(json.loads(line)), with the strings of the _SHARED fields and the pins taken
+    from `shared` where an earlier record had them."""
+    data: Any = None
+    if line[:1] == "{":  # what records.jsonl holds: an object, a newline
+        try:
+            data, end = _SCAN(line, 0)
+            if line[end:] not in ("\n", ""):
+                data = None
+        except (StopIteration, ValueError):
+            data = None
+    if data is None:
+        data = json.loads(line)  # leading or trailing space, or no JSON: json's answer and its error
+    known = _known_fields(data)
+    for name in _SHARED:
+        value = known.get(name)
+        if type(value) is str:
+            known[name] = shared.setdefault(value, value)
+    pins = known.get("pins")
+    if type(pins) is dict:
+        for name, value in pins.items():
+            if type(value) is str:
+                pins[name] = shared.setdefault(value, value)
+    return Record(**known)
 
 
 # What reading records can fail with: the file (OSError), its JSON or an outcome's name

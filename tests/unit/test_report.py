@@ -122,6 +122,52 @@ def test_a_file_written_in_pieces_is_whole_or_not_there(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["records.jsonl"]
 
 
+def _read_as_json_reads(path: Path) -> list[Record]:
+    """What load_records reads, one json.loads a line (as it did before it scanned lines itself)."""
+    import json
+
+    with open(path, encoding="utf-8") as f:
+        return [Record.from_dict(json.loads(line)) for line in f if line.strip()]
+
+
+def test_records_read_back_as_json_reads_them_with_the_same_errors(tmp_path: Path) -> None:
+    import json
+
+    good = [json.dumps(r.serialize(), sort_keys=True) for r in RECORDS]
+    files = {
+        "plain": "\n".join(good) + "\n",
+        "crlf, blank lines, spaces, no last newline": "\r\n".join(["", good[0], "  ", " " + good[1] + " \t", good[2]]),
+        "an unknown key, keys in any order": json.dumps({**RECORDS[0].serialize(), "new": 1}) + "\n",
+        "two objects on a line": good[0] + " " + good[1] + "\n",
+        "a line cut short": good[0][:-5] + "\n",
+        "an array": "[" + good[0] + "]\n",
+        "null": "null\n",
+        "no such outcome": good[0].replace('"resolve-conflict"', '"sideways"') + "\n",
+        "an outcome that is no string": good[0].replace('"resolve-conflict"', "[1]") + "\n",
+        "a field missing": json.dumps({k: v for k, v in RECORDS[0].serialize().items() if k != "cell"}) + "\n",
+        "a BOM": "\ufeff" + good[0] + "\n",
+    }
+    for what, text in files.items():
+        path = tmp_path / "records.jsonl"
+        path.write_text(text, encoding="utf-8", newline="")
+        try:
+            expected: object = _read_as_json_reads(path)
+        except store.UNREADABLE as e:
+            expected = (type(e), str(e))
+        try:
+            got: object = load_records(path)
+        except store.UNREADABLE as e:
+            got = (type(e), str(e))
+        assert got == expected, what
+
+
+def test_records_read_from_one_file_share_their_common_strings(tmp_path: Path) -> None:
+    path = tmp_path / "records.jsonl"
+    path.write_text(store.records_jsonl(RECORDS))
+    a, b = load_records(path)[1:3]
+    assert a.base is b.base and a.python is b.python and a.pins["scipy"] is b.pins["scipy"]
+
+
 def test_summary_counts() -> None:
     assert store.summary(RECORDS) == "3 pass, 1 import-error, 1 resolve-conflict"
 
