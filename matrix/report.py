@@ -13,7 +13,7 @@ import pandas as pd
 import tabulate
 from packaging.version import Version
 
-from matrix import exports
+from matrix import collector, exports
 from matrix.cells import Cell
 from matrix.paths import atomic_write
 from matrix.store import Lines, Outcome, Record
@@ -266,6 +266,13 @@ def write(records: list[Record], results_dir: Path, packages: tuple[str, ...] = 
     """The table and the records behind it (records.jsonl: what the registry and advisor read).
     `not_run`: cells of the matrix without a record, rows of the table with their own symbol;
     `lines`: the records' lines where the ledger was just written from them."""
+    with collector.paused():
+        return _write(records, results_dir, packages, notes, changes, not_run, about, sections, lines)
+
+
+def _write(records: list[Record], results_dir: Path, packages: tuple[str, ...], notes: Annotations | None,
+           changes: str | None, not_run: list[Cell] | None, about: list[str] | None, sections: list[str] | None,
+           lines: Lines | None) -> list[Path]:
     rows = records + not_run_rows(not_run or []) if not_run else records
     names = packages_of(rows, packages)
     df = table(rows, packages, notes)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from matrix import cells, fanout, history, index, locks, registry, resultcache, spec, sweep
+from matrix import cells, collector, fanout, history, index, locks, registry, resultcache, spec, sweep
 from matrix.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, ConfigError, EngineUnavailable, ResultsUnwritable
 from matrix.ledger import TABLE_RECORDS, Ledger, matrix_digest, read
 from matrix.registry import Registry, bounds
@@ -235,8 +235,9 @@ def write_table(ledger: Ledger, plan: cells.Plan, s: spec.Spec, known: Registry 
     the run's history entry and, where this directory feeds them, the known-good pins. Returns the
     paths written, the changes, and whether everything stood unchanged."""
     try:
-        return _write_table(ledger, plan, s, known, run_id=run_id, previous=previous, old=old,
-                            known_good=known_good, force=force, notes=notes)
+        with collector.paused():
+            return _write_table(ledger, plan, s, known, run_id=run_id, previous=previous, old=old,
+                                known_good=known_good, force=force, notes=notes)
     except OSError as e:
         raise ResultsUnwritable(f"writing the results in {ledger.results} failed ({e}); its ledger is whole (the "
                                 "one before or the one after), and a run once the fault is mended writes the "
@@ -415,6 +416,11 @@ def _table_only(options: Options, s: spec.Spec, plan: cells.Plan, known: Registr
 def merge(options: Options, dirs: list[Path], echo: Echo = print) -> Result:
     """One table from the results of shard runs: every shard of the same matrix, every cell present
     (or --allow-partial), taken into the ledger of `options.results` as a run's records are."""
+    with collector.paused():  # the shards' records, the ledger and the table: no cycles among them
+        return _merge(options, dirs)
+
+
+def _merge(options: Options, dirs: list[Path]) -> Result:
     s = load_spec(options.config, options.as_of)
     plan = cells.plan(s)
     known = load_registry(options.config, options.registry)

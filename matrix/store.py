@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from matrix import collector
 from matrix.errors import ConfigError
 
 
@@ -219,7 +220,7 @@ _SCAN: Callable[[str, int], tuple[Any, int]] = getattr(json.decoder.JSONDecoder(
 def load_records(path: Path) -> list[Record]:
     out = []
     shared: dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
+    with collector.paused(), open(path, encoding="utf-8") as f:
         for line in f:
             if line.strip():
                 out.append(_read_line(line, shared))
