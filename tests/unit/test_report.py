@@ -168,6 +168,82 @@ def test_records_read_from_one_file_share_their_common_strings(tmp_path: Path) -
     assert a.base is b.base and a.python is b.python and a.pins["scipy"] is b.pins["scipy"]
 
 
+def _pivot_by_pandas(df, names):
+    """report.pivot as pandas' pivot_table made it (before it was laid out with dicts)."""
+    import pandas as pd
+
+    from matrix import exports
+
+    if df.empty:
+        return pd.DataFrame()
+    work = df.copy()
+    work["pins"] = exports.pin_labels(df, names)
+    work["where"] = work["base"] + " · " + work["mode"]
+    work["symbol"] = work["outcome"].map({o.value: report.SYMBOLS[o] for o in Outcome})
+    grid = work.pivot_table(index="pins", columns="where", values="symbol", aggfunc="first")
+    order = (work.drop_duplicates("pins")
+             .sort_values(by=names, key=lambda col: col.map(report._version_key))["pins"])
+    grid = grid.reindex(index=list(order), columns=list(dict.fromkeys(work["where"])))
+    return grid.fillna(report.NO_CELL)
+
+
+def test_the_grid_is_the_one_pandas_pivot_table_lays_out() -> None:
+    import random
+
+    rng = random.Random(5)
+    # Versions that sort as versions, equal versions written two ways (1.0, 1.0.0), a blank pin, text.
+    numpys = ["1.0", "1.0.0", "2.2.6", "10.0.0", "1.26.4", "", "dev-build", "1.0.0rc1"]
+    for trial in range(40):
+        rows = []
+        for _ in range(rng.randint(1, 60)):
+            numpy, scipy = rng.choice(numpys), rng.choice(["1.11.4", "1.9", "1.9.0", ""])
+            pins = {k: v for k, v in (("numpy", numpy), ("scipy", scipy)) if v or trial % 2}
+            rows.append(Record(cell=f"c{len(rows)}", base=rng.choice(["b", "a", "py311"]),
+                               mode=rng.choice(["together", "layered"]), pins=pins, outcome=rng.choice(list(Outcome))))
+        names = report.packages_of(rows, ("numpy", "scipy"))
+        df = report.table(rows, ("numpy", "scipy"))
+        got, expected = report.pivot(df, names), _pivot_by_pandas(df, names)
+        assert got.index.tolist() == expected.index.tolist() and got.index.name == expected.index.name
+        assert got.columns.tolist() == expected.columns.tolist()
+        assert got.values.tolist() == expected.values.tolist()
+        assert report.github_table(got, index=True) == report.github_table(expected, index=True)
+
+
+def test_a_large_heatmap_shows_each_places_first_row_and_not_run_where_none_is(monkeypatch) -> None:
+    from matrix import exports
+
+    monkeypatch.setattr(exports, "STYLER_MAX_CELLS", 0)  # the page of a large sweep
+    rows = [*RECORDS, rec("1.26.4", "layered", Outcome.CRASH, "a second row <of> one place")]
+    df = report.table(rows, ("numpy", "scipy"))
+    names = ["numpy", "scipy"]
+    page = exports.html(df, names, report.pivot(df, names))
+    row = next(ln for ln in page.splitlines() if "<th>numpy 1.26.4, scipy 1.11.4</th>" in ln)
+    assert row.count("<td") == 2 and "o-crash" not in row and "a second row" not in row
+    row = next(ln for ln in page.splitlines() if "<th>numpy 10.0.0, scipy 1.11.4</th>" in ln)
+    assert '<td title="not run">·</td>' in row and 'class="o-pass"' in row
+    row = next(ln for ln in page.splitlines() if "<th>numpy 2.2.6, scipy 1.11.4</th>" in ln)
+    assert 'title="b-numpy2.2.6-scipy1.11.4-layered: import-error: imports: import scipy.stats: ValueError' in row
+
+
+def test_junit_messages_read_back_as_they_were_whatever_characters_they_hold() -> None:
+    import xml.etree.ElementTree as ET
+
+    from matrix import exports
+
+    texts = ["plain", 'a "quoted" <tag> & more', "line\nbreak\tand\r return", "", "'single'"]
+    rows = [rec(f"1.{i}", "together", Outcome.IMPORT_ERROR, t) for i, t in enumerate(texts)]
+    rows.append(rec("9.0", "together", Outcome.WARN, "warn <&> text"))
+    suite = ET.fromstring(exports.junit(report.table(rows, ("numpy", "scipy"))).split("\n", 1)[1]).find("testsuite")
+    assert suite is not None
+    cases = list(suite.iter("testcase"))
+    for case, text in zip(cases, texts, strict=False):
+        failure = case.find("failure")
+        assert failure is not None and failure.get("message") == text
+        assert (failure.text or "") == text.replace("\r", "\n")  # XML reads a carriage return in text as a newline
+    out = cases[-1].find("system-out")
+    assert out is not None and out.text == "warn: warn <&> text"
+
+
 def test_summary_counts() -> None:
     assert store.summary(RECORDS) == "3 pass, 1 import-error, 1 resolve-conflict"
 
