@@ -322,9 +322,11 @@ def _write(ledger: Ledger, known: Registry | None, out: Result, previous: list[R
     """The ledger, then the table of every record it holds, the run's history entry and check.md."""
     from matrix import report
 
-    lines = Lines()  # each record encoded once for the ledger, records.jsonl and the history entry
+    lines = Lines()  # each record encoded once for the ledger, the history entry and records.jsonl
     paths = [ledger.save(lines)]
     table = [ledger.records[k] for k in sorted(ledger.records, key=natural_key)]
+    # Before the table's files, whose first, records.jsonl, is the last to need the lines.
+    kept = history.keep(table, ledger.results, out.run_id, lines)
     before = {r.cell: r for r in previous or []}
     for r in table:
         if r.cell not in before and r.cell in old:
@@ -336,7 +338,7 @@ def _write(ledger: Ledger, known: Registry | None, out: Result, previous: list[R
     paths += report.write(table, ledger.results, (), annotations,
                           history.format_diff(changes, markdown=True) if changes else None, about=about,
                           lines=lines)
-    paths.append(history.keep(table, ledger.results, out.run_id, lines))
+    paths.append(kept)
     md = ledger.results / "check.md"
     atomic_write(md, "\n".join(out.report) + "\n")
     paths.append(md)

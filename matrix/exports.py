@@ -9,7 +9,8 @@ import html as htmllib
 import json
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 from xml.sax.saxutils import escape
 
 import pandas as pd
@@ -190,11 +191,17 @@ def _text(value: str) -> str:
 
 def as_json(df: pd.DataFrame) -> str:
     """The table's rows as JSON objects (empty strings for absent values, as in the CSV)."""
+    return "".join(json_pieces(df))
+
+
+def json_pieces(df: pd.DataFrame) -> Iterator[str]:
+    """as_json's text in pieces of a few thousand rows: a writer need not hold the text of a large
+    sweep's rows, nor their encoded fields, all at once (a 35 MB text made from 100 MB of fields)."""
     filled = df.fillna("")
     fast = _json_rows(filled)
     if fast is not None:
         return fast
-    return json.dumps({"cells": filled.to_dict(orient="records")}, indent=1, ensure_ascii=False) + "\n"
+    return iter([json.dumps({"cells": filled.to_dict(orient="records")}, indent=1, ensure_ascii=False) + "\n"])
 
 
 _FLOATS = {float("inf"): "Infinity", float("-inf"): "-Infinity"}
@@ -220,29 +227,40 @@ def _json_value(value: object) -> str | None:
     return None
 
 
-def _json_rows(df: pd.DataFrame) -> str | None:
+def _json_rows(df: pd.DataFrame, rows_per_piece: int = 2048) -> Iterator[str] | None:
     """json.dumps({"cells": rows}, indent=1, ensure_ascii=False) of plain scalars, written directly.
 
     json's indenting encoder is pure Python: seconds for the rows of a large sweep. None when a
-    value is not a str, float, int, bool or None (json.dumps decides then).
+    value is not a str, float, int, bool or None (json.dumps decides then), which is known before
+    the first piece.
     """
     if not df.columns.is_unique or any(type(c) is not str for c in df.columns):
         return None
     if df.empty:
         return None
     encode = _ENCODE
-    encoded: list[list[str]] = []
+    # A column of text is encoded a piece at a time; any other is encoded here, to know it can be.
+    columns: list[tuple[list[Any], bool]] = []
     for i in range(df.shape[1]):
         values = df.iloc[:, i].tolist()
         if set(map(type, values)) == {str}:
-            encoded.append(list(map(encode, values)))
+            columns.append((values, True))
             continue
         column = [_json_value(v) for v in values]
         if None in column:
             return None
-        encoded.append([c for c in column if c is not None])
+        columns.append((column, False))
     # One row: "  {\n   "cell": …,\n   "base": …\n  }", the keys written once into a template.
     keys = [encode(name).replace("{", "{{").replace("}", "}}") for name in df.columns]
     template = "  {{\n" + ",\n".join(f"   {key}: {{}}" for key in keys) + "\n  }}"
-    rows = [template.format(*fields) for fields in zip(*encoded, strict=True)]
-    return '{\n "cells": [\n' + ",\n".join(rows) + "\n ]\n}\n"
+
+    def pieces() -> Iterator[str]:
+        yield '{\n "cells": [\n'
+        for start in range(0, len(df), rows_per_piece):
+            end = start + rows_per_piece
+            fields = [list(map(encode, values[start:end])) if text else values[start:end] for values, text in columns]
+            rows = ",\n".join([template.format(*row) for row in zip(*fields, strict=True)])
+            yield rows if start == 0 else ",\n" + rows
+        yield "\n ]\n}\n"
+
+    return pieces()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -280,7 +280,11 @@ def write(records: list[Record], results_dir: Path, packages: tuple[str, ...] = 
           sections: list[str] | None = None, lines: Lines | None = None) -> list[Path]:
     """The table and the records behind it (records.jsonl: what the registry and advisor read).
     `not_run`: cells of the matrix without a record, rows of the table with their own symbol;
-    `lines`: the records' lines where the ledger was just written from them."""
+    `lines`: the records' lines where the ledger and the history entry were just written from them
+    (records.jsonl is their last file: they are let go as it is written).
+
+    Each file is written as soon as it is made, and let go: a large sweep's six texts (and what
+    each is made from) are never in memory together."""
     with collector.paused():
         return _write(records, results_dir, packages, notes, changes, not_run, about, sections, lines)
 
@@ -293,16 +297,16 @@ def _write(records: list[Record], results_dir: Path, packages: tuple[str, ...], 
     df = table(rows, packages, notes)
     labels = exports.pin_labels(df, names)
     grid = pivot(df, names, labels)
-    outputs: dict[str, str | Iterable[str]] = {
-        "records.jsonl": (lines or Lines()).chunks(records),
-        "matrix.csv": df.to_csv(index=False),
-        "matrix.md": markdown(df, names, notes, changes, grid=grid, about=about, sections=sections),
-        "matrix.html": exports.html(df, names, grid, labels=labels),
-        "junit.xml": exports.junit(df),
-        "matrix.json": exports.as_json(df),
+    outputs: dict[str, Callable[[], str | Iterable[str]]] = {
+        "records.jsonl": lambda: (lines or Lines()).chunks(records, last=True),
+        "matrix.csv": lambda: df.to_csv(index=False),
+        "matrix.md": lambda: markdown(df, names, notes, changes, grid=grid, about=about, sections=sections),
+        "matrix.html": lambda: exports.html(df, names, grid, labels=labels),
+        "junit.xml": lambda: exports.junit(df),
+        "matrix.json": lambda: exports.json_pieces(df),
     }
-    for name, text in outputs.items():
-        atomic_write(results_dir / name, text)
+    for name, make in outputs.items():
+        atomic_write(results_dir / name, make())
     return [results_dir / name for name in outputs]
 
 

@@ -255,8 +255,10 @@ def _write_table(ledger: Ledger, plan: cells.Plan, s: spec.Spec, known: Registry
     if (not force and previous is not None and _plain(previous) == _plain(table)
             and _table_current(results, known, digest, known_good)):
         return [], changes, True  # an unchanged re-run: the ledger, the table and the pins stand
-    lines = Lines()  # each record encoded once for the ledger, records.jsonl and the history entry
+    lines = Lines()  # each record encoded once for the ledger, the history entry and records.jsonl
     paths = [ledger.save(lines)]
+    # Before the table's files, whose first, records.jsonl, is the last to need the lines.
+    kept = history.keep(table, results, run_id, lines)
     # Here, not at the top: pandas takes half a second to import, and an unchanged re-run needs none of it.
     from matrix import report
 
@@ -273,7 +275,7 @@ def _write_table(ledger: Ledger, plan: cells.Plan, s: spec.Spec, known: Registry
     paths += report.write(table, results, s.package_names, annotations,
                           history.format_diff(changes, markdown=True) if changes else None,
                           not_run=not_run, about=about, sections=[audited] if audited else None, lines=lines)
-    paths.append(history.keep(table, results, run_id, lines))
+    paths.append(kept)
     if known is not None and known_good:
         from matrix.registry import knowngood
 

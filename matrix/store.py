@@ -177,13 +177,17 @@ class Lines:
         self._made[id(record)] = (record, line)
         return line
 
-    def chunks(self, records: Iterable[Record], lines: int = 2048) -> Iterator[str]:
+    def chunks(self, records: Iterable[Record], lines: int = 2048, *, last: bool = False) -> Iterator[str]:
         """The records' lines, joined a few thousand at a time: a file is written without its whole
-        text in memory (tens of megabytes for a large sweep), and without a write call a line."""
+        text in memory (tens of megabytes for a large sweep), and without a write call a line.
+        `last`: the records' last file, each line let go once it is in a piece."""
         of = self.of
+        made = self._made
         batch: list[str] = []
         for r in records:
             batch.append(of(r))
+            if last:
+                del made[id(r)]
             if len(batch) == lines:
                 yield "".join(batch)
                 batch.clear()

@@ -244,6 +244,29 @@ def test_junit_messages_read_back_as_they_were_whatever_characters_they_hold() -
     assert out is not None and out.text == "warn: warn <&> text"
 
 
+def test_the_json_in_pieces_is_what_json_dumps_writes(monkeypatch) -> None:
+    import json
+
+    from matrix import exports
+
+    rows = [*RECORDS, rec("3.0.0", "together", Outcome.INFRA_ERROR, 'é "quoted" {braces} \n\t')]
+    df = report.table(rows, ("numpy", "scipy"))
+    expected = json.dumps({"cells": df.fillna("").to_dict(orient="records")}, indent=1, ensure_ascii=False) + "\n"
+    assert exports.as_json(df) == expected
+    real = exports._json_rows
+    monkeypatch.setattr(exports, "_json_rows", lambda df: real(df, rows_per_piece=2))
+    pieces = list(exports.json_pieces(df))
+    assert len(pieces) == 5 and "".join(pieces) == expected  # the head, three pieces of rows, the end
+
+
+def test_the_last_file_of_some_records_lets_their_lines_go() -> None:
+    lines = store.Lines()
+    text = "".join(lines.chunks(RECORDS))
+    assert len(lines._made) == len(RECORDS)
+    assert "".join(lines.chunks(RECORDS[:3], last=True)) == store.records_jsonl(RECORDS[:3])
+    assert len(lines._made) == len(RECORDS) - 3 and text == store.records_jsonl(RECORDS)
+
+
 def test_summary_counts() -> None:
     assert store.summary(RECORDS) == "3 pass, 1 import-error, 1 resolve-conflict"
 
