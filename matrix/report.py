@@ -61,8 +61,11 @@ class Annotations:
 def packages_of(records: list[Record], packages: tuple[str, ...] = ()) -> list[str]:
     """The package columns: the given order first, then any others the records pin."""
     names = list(packages)
+    seen = set(names)
     for r in records:
-        names += [p for p in r.pins if p not in names]
+        if not r.pins.keys() <= seen:  # most records pin nothing new: one set comparison each
+            names += [p for p in r.pins if p not in seen]
+            seen.update(r.pins)
     return names
 
 
