@@ -1,6 +1,6 @@
 """Issue #16's scale targets: planning, sharding and merging 100 000 cells over 100 shards.
 
-    python -m benchmarks.fanout_scale [--cells-per-axis 100] [--shards 100]
+    python -m benchmarks.fanout_scale [--cells-per-axis 100] [--shards 100] [--out DIR]
 
 1. Planning: a matrix file of 5 bases x 100 numpy x 100 scipy x 2 modes (100 000 cells) loaded and
    planned (matrix.spec.load, matrix.cells.plan).
@@ -48,6 +48,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells-per-axis", type=int, default=100)
     ap.add_argument("--shards", type=int, default=100)
+    # The merged results kept (the synthetic verdicts are seeded): two versions of the merge can be
+    # compared file by file, the history entry's name (a new run id each merge) aside.
+    ap.add_argument("--out", type=Path, help="where the merge writes (default: a temporary directory)")
     args = ap.parse_args()
     rng = random.Random(16)
     with tempfile.TemporaryDirectory(prefix="compat-matrix-fanout-bench-") as tmp:
@@ -84,7 +87,8 @@ def main() -> int:
             dirs.append(d)
         del parts
         t0 = time.perf_counter()
-        result = pipeline.merge(pipeline.Options(config=config, results=work / "merged"), dirs, echo=lambda _: None)
+        options = pipeline.Options(config=config, results=args.out or work / "merged")
+        result = pipeline.merge(options, dirs, echo=lambda _: None)
         merge_s = time.perf_counter() - t0
         assert result.status == 0 and len(result.table) == total, (result.status, result.problems[:1])
 

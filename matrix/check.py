@@ -30,7 +30,7 @@ from matrix.lineage import Checked, StepDrift, drift, format_drift, format_linea
 from matrix.paths import atomic_write
 from matrix.registry import Registry
 from matrix.registry.cliargs import build_args as build_args  # --build-arg, as preflight reads it
-from matrix.store import Outcome, Record
+from matrix.store import Lines, Outcome, Record
 
 Echo = Callable[[str], None]
 EXIT_TERMINATED = 143  # SIGTERM, as for run
@@ -322,8 +322,11 @@ def _write(ledger: Ledger, known: Registry | None, out: Result, previous: list[R
     """The ledger, then the table of every record it holds, the run's history entry and check.md."""
     from matrix import report
 
-    paths = [ledger.save()]
+    lines = Lines()  # each record encoded once for the ledger, the history entry and records.jsonl
+    paths = [ledger.save(lines)]
     table = [ledger.records[k] for k in sorted(ledger.records, key=natural_key)]
+    # Before the table's files, whose first, records.jsonl, is the last to need the lines.
+    kept = history.keep(table, ledger.results, out.run_id, lines)
     before = {r.cell: r for r in previous or []}
     for r in table:
         if r.cell not in before and r.cell in old:
@@ -333,8 +336,9 @@ def _write(ledger: Ledger, known: Registry | None, out: Result, previous: list[R
     about = [f"Checked images and Dockerfiles (`compat-matrix check`): {len(table)} target(s); "
              "lineage and per-step drift in check.md."]
     paths += report.write(table, ledger.results, (), annotations,
-                          history.format_diff(changes, markdown=True) if changes else None, about=about)
-    paths.append(history.keep(table, ledger.results, out.run_id))
+                          history.format_diff(changes, markdown=True) if changes else None, about=about,
+                          lines=lines)
+    paths.append(kept)
     md = ledger.results / "check.md"
     atomic_write(md, "\n".join(out.report) + "\n")
     paths.append(md)

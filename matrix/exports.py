@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import html as htmllib
 import json
+import re
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 from xml.sax.saxutils import escape
 
 import pandas as pd
@@ -54,6 +56,11 @@ def pin_labels(df: pd.DataFrame, names: list[str]) -> list[str]:
             for pins in zip(*columns, strict=True)]
 
 
+def where_labels(df: pd.DataFrame) -> list[str]:
+    """Each row's column of the grid: "bookworm-py311 · layered"."""
+    return [f"{base} · {mode}" for base, mode in zip(df["base"].tolist(), df["mode"].tolist(), strict=True)]
+
+
 def _grid(df: pd.DataFrame, labels: list[str], column: pd.Series | list[str]) -> pd.DataFrame:
     work = pd.DataFrame({"pins": labels, "where": df["base"] + " · " + df["mode"], "value": column}, index=df.index)
     return work.pivot_table(index="pins", columns="where", values="value", aggfunc="first")
@@ -66,19 +73,22 @@ def _tips(df: pd.DataFrame) -> list[str]:
                                                    df["issue"].tolist(), strict=True)]
 
 
-def html(df: pd.DataFrame, names: list[str], layout: pd.DataFrame, title: str = "Compatibility matrix") -> str:
-    """A heatmap in `layout`'s order (report.pivot), coloured by outcome, error and issue on hover."""
+def html(df: pd.DataFrame, names: list[str], layout: pd.DataFrame, title: str = "Compatibility matrix",
+         labels: list[str] | None = None) -> str:
+    """A heatmap in `layout`'s order (report.pivot), coloured by outcome, error and issue on hover.
+    `labels`: pin_labels(df, names) when the caller has them."""
     if df.empty:
         return f"<!doctype html><title>{title}</title><h1>{title}</h1><p>No cells ran.</p>\n"
-    labels = pin_labels(df, names)
-    outcomes = _grid(df, labels, df["outcome"]).reindex(index=layout.index, columns=layout.columns)
-    tips = _grid(df, labels, _tips(df)).reindex(index=layout.index, columns=layout.columns).fillna("not run")
+    if labels is None:
+        labels = pin_labels(df, names)
     legend = "".join(f'<span style="background-color:{COLOURS[o]};padding:2px 8px;margin-right:6px">'
                      f"{o.value}</span>" for o in Outcome)
     head = (f"<!doctype html>\n<meta charset=\"utf-8\">\n<title>{title}</title>\n<h1>{title}</h1>\n"
             f"<p>{legend}</p>\n")
-    if outcomes.size > STYLER_MAX_CELLS:
-        return head + _plain_heatmap(outcomes, tips)
+    if layout.size > STYLER_MAX_CELLS:
+        return head + _plain_heatmap(df, labels, layout)
+    outcomes = _grid(df, labels, df["outcome"]).reindex(index=layout.index, columns=layout.columns)
+    tips = _grid(df, labels, _tips(df)).reindex(index=layout.index, columns=layout.columns).fillna("not run")
     words = outcomes.map(lambda o: LABELS[Outcome(o)] if isinstance(o, str) else "·")
     words = words.rename_axis(index="pins", columns="base · mode")
 
@@ -92,9 +102,17 @@ def html(df: pd.DataFrame, names: list[str], layout: pd.DataFrame, title: str = 
     return f"{head}{styler.to_html()}\n"
 
 
-def _plain_heatmap(outcomes: pd.DataFrame, tips: pd.DataFrame) -> str:
-    """The heatmap of a large sweep: the same table, a CSS class per outcome, the tooltip as a title."""
+def _plain_heatmap(df: pd.DataFrame, labels: list[str], layout: pd.DataFrame) -> str:
+    """The heatmap of a large sweep: the same table, a CSS class per outcome, the tooltip as a title.
+    Each place of the grid shows the first row there (as the Styler's pivot_table does), laid out
+    from a dict: pandas' pivots and row iteration were most of the page's time."""
     esc = htmllib.escape
+    first: dict[tuple[str, str], tuple[str, str]] = {}
+    for key, outcome, tip in zip(zip(labels, where_labels(df), strict=True), df["outcome"].tolist(), _tips(df),
+                                 strict=True):
+        if key not in first:
+            first[key] = (outcome, tip)
+    columns = layout.columns.tolist()
     cls = {o.value: f' class="o-{o.value}"' for o in Outcome}
     word = {o.value: LABELS[o] for o in Outcome}
     style = "\n".join(f"table.matrix td.o-{o.value} {{ background-color: {COLOURS[o]}; }}" for o in Outcome)
@@ -102,13 +120,15 @@ def _plain_heatmap(outcomes: pd.DataFrame, tips: pd.DataFrame) -> str:
            "table.matrix td { text-align: center; padding: 4px 10px; }\n"
            f"{style}\n</style>\n<table class=\"matrix\">\n  <thead>\n"
            "    <tr><th>base · mode</th>"
-           + "".join(f"<th>{esc(str(c))}</th>" for c in outcomes.columns)
-           + "</tr>\n    <tr><th>pins</th>" + "<th></th>" * len(outcomes.columns) + "</tr>\n  </thead>\n  <tbody>\n"]
-    for pins, row, row_tips in zip(outcomes.index, outcomes.itertuples(index=False, name=None),
-                                   tips.itertuples(index=False, name=None), strict=True):
-        cells = "".join(f'<td{cls[o]} title="{esc(t)}">{word[o]}</td>' if isinstance(o, str)
-                        else f'<td title="{esc(t)}">·</td>' for o, t in zip(row, row_tips, strict=True))
-        out.append(f"    <tr><th>{esc(str(pins))}</th>{cells}</tr>\n")
+           + "".join(f"<th>{esc(str(c))}</th>" for c in columns)
+           + "</tr>\n    <tr><th>pins</th>" + "<th></th>" * len(columns) + "</tr>\n  </thead>\n  <tbody>\n"]
+    no_cell = f'<td title="{esc("not run")}">·</td>'
+    for pins in layout.index.tolist():
+        cells = []
+        for c in columns:
+            hit = first.get((pins, c))
+            cells.append(no_cell if hit is None else f'<td{cls[hit[0]]} title="{esc(hit[1])}">{word[hit[0]]}</td>')
+        out.append(f"    <tr><th>{esc(str(pins))}</th>{''.join(cells)}</tr>\n")
     out.append("  </tbody>\n</table>\n")
     return "".join(out)
 
@@ -142,12 +162,12 @@ def junit(df: pd.DataFrame, name: str = "compat-matrix") -> str:
         if outcome in incompatible or outcome == infra:
             tag = "failure" if outcome in incompatible else "error"
             child = f'<{tag} type="{_attr(outcome)}" message="{_attr(message)}"'
-            child += f">{escape(message)}</{tag}>" if message else " />"
+            child += f">{_text(message)}</{tag}>" if message else " />"
             cases.append(f"{case}>\n      {child}\n    </testcase>")
         elif outcome == not_run:
             cases.append(f'{case}>\n      <skipped message="not run yet" />\n    </testcase>')
         elif outcome == warn:
-            cases.append(f"{case}>\n      <system-out>{escape(f'warn: {error}')}</system-out>\n    </testcase>")
+            cases.append(f"{case}>\n      <system-out>{_text(f'warn: {error}')}</system-out>\n    </testcase>")
         else:
             cases.append(f"{case} />")
     return envelope.replace(marker, "\n    " + "\n    ".join(cases) + "\n  ", 1)
@@ -155,19 +175,33 @@ def junit(df: pd.DataFrame, name: str = "compat-matrix") -> str:
 
 # What ElementTree escapes in an attribute value besides & < >.
 _ATTRIBUTE_ENTITIES = {'"': "&quot;", "\r": "&#13;", "\n": "&#10;", "\t": "&#09;"}
+# Values with none of those characters are their own escape: most cell ids and errors, and
+# saxutils.escape's seven replace calls were most of junit.xml's time.
+_ATTRIBUTE_SPECIAL = re.compile('[&<>"\r\n\t]')
+_TEXT_SPECIAL = re.compile("[&<>]")
 
 
 def _attr(value: str) -> str:
-    return escape(value, _ATTRIBUTE_ENTITIES)
+    return escape(value, _ATTRIBUTE_ENTITIES) if _ATTRIBUTE_SPECIAL.search(value) else value
+
+
+def _text(value: str) -> str:
+    return escape(value) if _TEXT_SPECIAL.search(value) else value
 
 
 def as_json(df: pd.DataFrame) -> str:
     """The table's rows as JSON objects (empty strings for absent values, as in the CSV)."""
+    return "".join(json_pieces(df))
+
+
+def json_pieces(df: pd.DataFrame) -> Iterator[str]:
+    """as_json's text in pieces of a few thousand rows: a writer need not hold the text of a large
+    sweep's rows, nor their encoded fields, all at once (a 35 MB text made from 100 MB of fields)."""
     filled = df.fillna("")
     fast = _json_rows(filled)
     if fast is not None:
         return fast
-    return json.dumps({"cells": filled.to_dict(orient="records")}, indent=1, ensure_ascii=False) + "\n"
+    return iter([json.dumps({"cells": filled.to_dict(orient="records")}, indent=1, ensure_ascii=False) + "\n"])
 
 
 _FLOATS = {float("inf"): "Infinity", float("-inf"): "-Infinity"}
@@ -193,29 +227,40 @@ def _json_value(value: object) -> str | None:
     return None
 
 
-def _json_rows(df: pd.DataFrame) -> str | None:
+def _json_rows(df: pd.DataFrame, rows_per_piece: int = 2048) -> Iterator[str] | None:
     """json.dumps({"cells": rows}, indent=1, ensure_ascii=False) of plain scalars, written directly.
 
     json's indenting encoder is pure Python: seconds for the rows of a large sweep. None when a
-    value is not a str, float, int, bool or None (json.dumps decides then).
+    value is not a str, float, int, bool or None (json.dumps decides then), which is known before
+    the first piece.
     """
     if not df.columns.is_unique or any(type(c) is not str for c in df.columns):
         return None
     if df.empty:
         return None
     encode = _ENCODE
-    encoded: list[list[str]] = []
+    # A column of text is encoded a piece at a time; any other is encoded here, to know it can be.
+    columns: list[tuple[list[Any], bool]] = []
     for i in range(df.shape[1]):
         values = df.iloc[:, i].tolist()
         if set(map(type, values)) == {str}:
-            encoded.append(list(map(encode, values)))
+            columns.append((values, True))
             continue
         column = [_json_value(v) for v in values]
         if None in column:
             return None
-        encoded.append([c for c in column if c is not None])
+        columns.append((column, False))
     # One row: "  {\n   "cell": …,\n   "base": …\n  }", the keys written once into a template.
     keys = [encode(name).replace("{", "{{").replace("}", "}}") for name in df.columns]
     template = "  {{\n" + ",\n".join(f"   {key}: {{}}" for key in keys) + "\n  }}"
-    rows = [template.format(*fields) for fields in zip(*encoded, strict=True)]
-    return '{\n "cells": [\n' + ",\n".join(rows) + "\n ]\n}\n"
+
+    def pieces() -> Iterator[str]:
+        yield '{\n "cells": [\n'
+        for start in range(0, len(df), rows_per_piece):
+            end = start + rows_per_piece
+            fields = [list(map(encode, values[start:end])) if text else values[start:end] for values, text in columns]
+            rows = ",\n".join([template.format(*row) for row in zip(*fields, strict=True)])
+            yield rows if start == 0 else ",\n" + rows
+        yield "\n ]\n}\n"
+
+    return pieces()

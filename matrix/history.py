@@ -12,7 +12,7 @@ from pathlib import Path
 
 from matrix.errors import ConfigError
 from matrix.paths import atomic_write
-from matrix.store import Outcome, Record, read_records, records_jsonl
+from matrix.store import Lines, Outcome, Record, read_records
 
 _WORKS = (Outcome.PASS, Outcome.WARN)
 
@@ -76,11 +76,12 @@ def format_diff(d: Diff, markdown: bool = False) -> str:
     return "\n".join(out) + "\n" if out else "no change\n"
 
 
-def keep(records: list[Record], results: Path, run_id: str) -> Path:
+def keep(records: list[Record], results: Path, run_id: str, lines: Lines | None = None) -> Path:
     """The whole table of a finished run, kept as results/history/<run id>.jsonl: what diff and
-    the next sweep compare against (runs/<id>.jsonl holds only the cells that run ran)."""
+    the next sweep compare against (runs/<id>.jsonl holds only the cells that run ran). `lines`:
+    the records' lines where the ledger and the table were just written from them."""
     path = results / "history" / f"{run_id}.jsonl"
-    atomic_write(path, records_jsonl(records))
+    atomic_write(path, (lines or Lines()).chunks(records))
     return path
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from matrix.cells import Cell
 from matrix.paths import atomic_write
 from matrix.spec import Spec
-from matrix.store import Outcome, Record, read_records, records_jsonl
+from matrix.store import Lines, Outcome, Record, read_records
 
 LEDGER_FILE = "ledger.jsonl"
 # The records behind the table: what pins, preflight, guard and --resume read.
@@ -102,8 +102,9 @@ class Ledger:
                 have.append(r)
         return have, missing
 
-    def save(self) -> Path:
-        """All of it in one rename (records sorted by cell id: the same ledger gives the same bytes)."""
+    def save(self, lines: Lines | None = None) -> Path:
+        """All of it in one rename (records sorted by cell id: the same ledger gives the same bytes).
+        `lines`: the records' lines, kept for the files written from the same records next."""
         path = self.results / LEDGER_FILE
-        atomic_write(path, records_jsonl([self.records[k] for k in sorted(self.records)]))
+        atomic_write(path, (lines or Lines()).chunks(self.records[k] for k in sorted(self.records)))
         return path

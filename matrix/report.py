@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import re
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,10 +13,10 @@ import pandas as pd
 import tabulate
 from packaging.version import Version
 
-from matrix import exports
+from matrix import collector, exports
 from matrix.cells import Cell
 from matrix.paths import atomic_write
-from matrix.store import Outcome, Record, records_jsonl
+from matrix.store import Lines, Outcome, Record
 
 SYMBOLS = {
     Outcome.PASS: "✅",
@@ -60,8 +61,11 @@ class Annotations:
 def packages_of(records: list[Record], packages: tuple[str, ...] = ()) -> list[str]:
     """The package columns: the given order first, then any others the records pin."""
     names = list(packages)
+    seen = set(names)
     for r in records:
-        names += [p for p in r.pins if p not in names]
+        if not r.pins.keys() <= seen:  # most records pin nothing new: one set comparison each
+            names += [p for p in r.pins if p not in seen]
+            seen.update(r.pins)
     return names
 
 
@@ -109,19 +113,34 @@ def _version_key(text: str) -> tuple[int, Version | str]:
         return (1, text)
 
 
-def pivot(df: pd.DataFrame, names: list[str]) -> pd.DataFrame:
-    """Pins down the side, base · mode across the top, one symbol per cell."""
+def pivot(df: pd.DataFrame, names: list[str], labels: list[str] | None = None) -> pd.DataFrame:
+    """Pins down the side, base · mode across the top, one symbol per cell (the first row's, where
+    rows share both), "·" where no row is. `labels`: exports.pin_labels(df, names) when the caller
+    has them.
+
+    Laid out with dicts rather than pandas' pivot_table on a copy of the table (half a second for
+    100 000 rows); the rows are sorted by pandas as they were, from each label's first row.
+    """
     if df.empty:
         return pd.DataFrame()
-    work = df.copy()
-    work["pins"] = exports.pin_labels(df, names)
-    work["where"] = work["base"] + " · " + work["mode"]
-    work["symbol"] = work["outcome"].map({o.value: SYMBOLS[o] for o in Outcome})
-    grid = work.pivot_table(index="pins", columns="where", values="symbol", aggfunc="first")
-    order = (work.drop_duplicates("pins")
-             .sort_values(by=names, key=lambda col: col.map(_version_key))["pins"])
-    grid = grid.reindex(index=list(order), columns=list(dict.fromkeys(work["where"])))
-    return grid.fillna(NO_CELL)
+    if labels is None:
+        labels = exports.pin_labels(df, names)
+    where = exports.where_labels(df)
+    symbols = {o.value: SYMBOLS[o] for o in Outcome}
+    first: dict[tuple[str, str], str] = {}
+    for key, outcome in zip(zip(labels, where, strict=True), df["outcome"].tolist(), strict=True):
+        symbol = symbols.get(outcome)
+        if symbol is not None and key not in first:
+            first[key] = symbol
+    rows: dict[str, int] = {}  # each label's first row
+    for i, label in enumerate(labels):
+        rows.setdefault(label, i)
+    at = list(rows.values())
+    firsts = pd.DataFrame({**{n: df[n].iloc[at].tolist() for n in names}, "pins": list(rows)}, index=at)
+    order = firsts.sort_values(by=names, key=lambda col: col.map(_version_key))["pins"].tolist()
+    columns = list(dict.fromkeys(where))
+    return pd.DataFrame({w: [first.get((label, w), NO_CELL) for label in order] for w in columns},
+                        index=pd.Index(order, name="pins"), columns=pd.Index(columns, name="where"))
 
 
 def markdown(df: pd.DataFrame, names: list[str], notes: Annotations | None = None, changes: str | None = None,
@@ -132,7 +151,7 @@ def markdown(df: pd.DataFrame, names: list[str], notes: Annotations | None = Non
     out = [f"# {title}", ""]
     if about:
         out += [*about, ""]
-    counts = Counter(df["outcome"]) if not df.empty else Counter()
+    counts = Counter(df["outcome"].tolist()) if not df.empty else Counter()
     out.append(", ".join(f"{SYMBOLS[o]} {o.value}: {counts[o.value]}" for o in Outcome if counts[o.value])
                or "No cells ran.")
     out.append("")
@@ -261,23 +280,36 @@ def not_run_rows(cells: list[Cell]) -> list[Record]:
 def write(records: list[Record], results_dir: Path, packages: tuple[str, ...] = (),
           notes: Annotations | None = None, changes: str | None = None, *,
           not_run: list[Cell] | None = None, about: list[str] | None = None,
-          sections: list[str] | None = None) -> list[Path]:
+          sections: list[str] | None = None, lines: Lines | None = None) -> list[Path]:
     """The table and the records behind it (records.jsonl: what the registry and advisor read).
-    `not_run`: cells of the matrix without a record, rows of the table with their own symbol."""
+    `not_run`: cells of the matrix without a record, rows of the table with their own symbol;
+    `lines`: the records' lines where the ledger and the history entry were just written from them
+    (records.jsonl is their last file: they are let go as it is written).
+
+    Each file is written as soon as it is made, and let go: a large sweep's six texts (and what
+    each is made from) are never in memory together."""
+    with collector.paused():
+        return _write(records, results_dir, packages, notes, changes, not_run, about, sections, lines)
+
+
+def _write(records: list[Record], results_dir: Path, packages: tuple[str, ...], notes: Annotations | None,
+           changes: str | None, not_run: list[Cell] | None, about: list[str] | None, sections: list[str] | None,
+           lines: Lines | None) -> list[Path]:
     rows = records + not_run_rows(not_run or []) if not_run else records
     names = packages_of(rows, packages)
     df = table(rows, packages, notes)
-    grid = pivot(df, names)
-    outputs = {
-        "records.jsonl": records_jsonl(records),
-        "matrix.csv": df.to_csv(index=False),
-        "matrix.md": markdown(df, names, notes, changes, grid=grid, about=about, sections=sections),
-        "matrix.html": exports.html(df, names, grid),
-        "junit.xml": exports.junit(df),
-        "matrix.json": exports.as_json(df),
+    labels = exports.pin_labels(df, names)
+    grid = pivot(df, names, labels)
+    outputs: dict[str, Callable[[], str | Iterable[str]]] = {
+        "records.jsonl": lambda: (lines or Lines()).chunks(records, last=True),
+        "matrix.csv": lambda: df.to_csv(index=False),
+        "matrix.md": lambda: markdown(df, names, notes, changes, grid=grid, about=about, sections=sections),
+        "matrix.html": lambda: exports.html(df, names, grid, labels=labels),
+        "junit.xml": lambda: exports.junit(df),
+        "matrix.json": lambda: exports.json_pieces(df),
     }
-    for name, text in outputs.items():
-        atomic_write(results_dir / name, text)
+    for name, make in outputs.items():
+        atomic_write(results_dir / name, make())
     return [results_dir / name for name in outputs]
 
 

@@ -15,11 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from matrix import cells, fanout, history, index, locks, registry, resultcache, spec, sweep
+from matrix import cells, collector, fanout, history, index, locks, registry, resultcache, spec, sweep
 from matrix.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, ConfigError, EngineUnavailable, ResultsUnwritable
 from matrix.ledger import TABLE_RECORDS, Ledger, matrix_digest, read
 from matrix.registry import Registry, bounds
-from matrix.store import Outcome, Record
+from matrix.store import Lines, Outcome, Record
 
 Echo = Callable[[str], None]
 
@@ -235,8 +235,9 @@ def write_table(ledger: Ledger, plan: cells.Plan, s: spec.Spec, known: Registry 
     the run's history entry and, where this directory feeds them, the known-good pins. Returns the
     paths written, the changes, and whether everything stood unchanged."""
     try:
-        return _write_table(ledger, plan, s, known, run_id=run_id, previous=previous, old=old,
-                            known_good=known_good, force=force, notes=notes)
+        with collector.paused():
+            return _write_table(ledger, plan, s, known, run_id=run_id, previous=previous, old=old,
+                                known_good=known_good, force=force, notes=notes)
     except OSError as e:
         raise ResultsUnwritable(f"writing the results in {ledger.results} failed ({e}); its ledger is whole (the "
                                 "one before or the one after), and a run once the fault is mended writes the "
@@ -254,7 +255,10 @@ def _write_table(ledger: Ledger, plan: cells.Plan, s: spec.Spec, known: Registry
     if (not force and previous is not None and _plain(previous) == _plain(table)
             and _table_current(results, known, digest, known_good)):
         return [], changes, True  # an unchanged re-run: the ledger, the table and the pins stand
-    paths = [ledger.save()]
+    lines = Lines()  # each record encoded once for the ledger, the history entry and records.jsonl
+    paths = [ledger.save(lines)]
+    # Before the table's files, whose first, records.jsonl, is the last to need the lines.
+    kept = history.keep(table, results, run_id, lines)
     # Here, not at the top: pandas takes half a second to import, and an unchanged re-run needs none of it.
     from matrix import report
 
@@ -270,8 +274,8 @@ def _write_table(ledger: Ledger, plan: cells.Plan, s: spec.Spec, known: Registry
         r.mode == "override" for r in table) else ""
     paths += report.write(table, results, s.package_names, annotations,
                           history.format_diff(changes, markdown=True) if changes else None,
-                          not_run=not_run, about=about, sections=[audited] if audited else None)
-    paths.append(history.keep(table, results, run_id))
+                          not_run=not_run, about=about, sections=[audited] if audited else None, lines=lines)
+    paths.append(kept)
     if known is not None and known_good:
         from matrix.registry import knowngood
 
@@ -414,6 +418,11 @@ def _table_only(options: Options, s: spec.Spec, plan: cells.Plan, known: Registr
 def merge(options: Options, dirs: list[Path], echo: Echo = print) -> Result:
     """One table from the results of shard runs: every shard of the same matrix, every cell present
     (or --allow-partial), taken into the ledger of `options.results` as a run's records are."""
+    with collector.paused():  # the shards' records, the ledger and the table: no cycles among them
+        return _merge(options, dirs)
+
+
+def _merge(options: Options, dirs: list[Path]) -> Result:
     s = load_spec(options.config, options.as_of)
     plan = cells.plan(s)
     known = load_registry(options.config, options.registry)

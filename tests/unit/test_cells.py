@@ -48,6 +48,14 @@ def test_ids_are_stable_and_readable(make_spec) -> None:
     assert a[0].id == "bookworm-py311-numpy1.26.4-scipy1.11.4-together"
 
 
+def test_a_planned_cell_is_the_cell_of_its_base_pins_and_mode(make_spec) -> None:
+    """The planner writes each id itself: it must be the id the cell makes of itself."""
+    plan = cells.plan(make_spec(MATRIX))
+    for c in (*plan.cells, *(e.cell for e in plan.excluded)):
+        fresh = cells.Cell(c.base, c.mode, c.pins)
+        assert c == fresh and hash(c) == hash(fresh) and c.id == fresh.id
+
+
 def test_select_by_glob(make_spec) -> None:
     plan = cells.plan(make_spec(MATRIX))
     assert all(c.base == "jammy-cuda121" for c in cells.select(plan.cells, ["jammy-*"]))
