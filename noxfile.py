@@ -75,7 +75,8 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Issue #7's speed targets side by side: the naive way, the nox + uv peer and ours on one 12-cell
-    matrix, then re-runs, bytes fetched and the micro-benchmarks; prints ratios (needs the engine)."""
+    matrix, then re-runs, bytes fetched and the micro-benchmarks; prints ratios (needs the engine).
+    `-- --large` adds issue #18's growth benchmark (800 cells, venv backend, cold package cache)."""
     install_project(session)
     session.install("nox")
     session.run("python", "-m", "benchmarks.bench", *session.posargs)

@@ -16,6 +16,10 @@ it installs, and the engine-free micro-benchmarks (planning 10 000 cells, the ta
 records). Every way must give every cell the same outcome. Issue #18's ratios too: docker / venv
 wall (≤ 1.25) and docker against the peer (≥ 2×). Exit status 1 when a target is missed.
 
+`--large` (`nox -s bench -- --large`) then runs issue #18's growth benchmark (benchmarks/growth.py:
+800 cells on the venv backend from an empty package cache, time per probed cell, the tool's peak
+memory, bytes fetched); it takes minutes and 1.5 GB of wheels, so only when asked.
+
 Needs the Docker Engine and the local base image (`bash .ci/engine-up.sh`), pyenv's python3.11 and
 the package index. Its caches are its own (a scratch result cache; the engine's package cache
 volume and prefix image are shared with real runs, as a second sweep would share them).
@@ -23,6 +27,7 @@ volume and prefix image are shared with real runs, as a second sweep would share
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -121,7 +126,23 @@ def _check(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--large", action="store_true",
+                        help="then issue #18's growth benchmark too (benchmarks/growth.py: 800 cells on the venv "
+                             "backend from an empty package cache; minutes, and 1.5 GB of wheels)")
+    args = parser.parse_args(argv)
+    status = twelve()
+    if args.large:
+        from benchmarks import growth
+
+        print()
+        status = max(status, growth.main([]))
+    return status
+
+
+def twelve() -> int:
+    """Issue #7's benchmark on the 12 cells (the module's docstring); 1 when a target is missed."""
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # a machine setting here; no way of the bench gets it
     missed: list[str] = []
     with tempfile.TemporaryDirectory(prefix="compat-matrix-bench-") as tmp:

@@ -320,23 +320,36 @@ def _serial(state: _Sweep, todo: list[Cell], records: list[Record], log: _Log, r
             break
 
 
+# How far past the next cell a worker looks for one that need not wait: enough to reach the next
+# base's cells in a real matrix, and a bound on the work of each take (not the whole list's).
+_LOOKAHEAD = 512
+
+
 class _Pending:
-    """The cells left, handed out in order, except that a worker skips past a cell with a pin no
-    cell of the run has installed yet while a cell under way has it: that cell would wait for the
-    other's first install of the pin (install.RunInstalls) while one further on can go ahead."""
+    """The cells left, handed out in order, except that a worker skips past a cell that would wait
+    for a cell under way (install.RunInstalls): one with a pin no cell of the run has installed yet
+    on its base while a cell under way has it, or one that must install online (a pin new to its
+    base) while another online install on that base is under way. A cell further on (often on
+    another base) can go ahead meanwhile."""
 
     def __init__(self, cells: list[Cell]) -> None:
         self._cells = cells
         self._lock = threading.Lock()
         self._under_way: list[Cell] = []
-        self._installed: set[tuple[str, str]] = set()
+        self._installed: set[tuple[str, str, str]] = set()
+
+    def _needs(self, cell: Cell) -> set[tuple[str, str, str]]:
+        """What the cell would wait for: its pins on its base, and its base's online installs
+        ("" for the package) when one of those pins is new there."""
+        pins = {(cell.base, name, version) for name, version in cell.pins}
+        return pins | {(cell.base, "", "")} if not pins <= self._installed else pins
 
     def take(self) -> Cell | None:
         with self._lock:
             if not self._cells:
                 return None
-            busy = {pin for c in self._under_way for pin in c.pins} - self._installed
-            cell = next((c for c in self._cells if busy.isdisjoint(c.pins)), self._cells[0])
+            busy = set().union(*(self._needs(c) for c in self._under_way)) - self._installed
+            cell = next((c for c in self._cells[:_LOOKAHEAD] if busy.isdisjoint(self._needs(c))), self._cells[0])
             self._cells.remove(cell)
             self._under_way.append(cell)
             return cell
@@ -344,7 +357,7 @@ class _Pending:
     def finished(self, cell: Cell) -> None:
         with self._lock:
             self._under_way.remove(cell)
-            self._installed.update(cell.pins)
+            self._installed.update((cell.base, name, version) for name, version in cell.pins)
 
 
 def _parallel(state: _Sweep, todo: list[Cell], jobs: int, records: list[Record], log: _Log,

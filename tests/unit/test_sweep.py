@@ -130,17 +130,21 @@ def test_jobs_run_cells_side_by_side_and_keep_every_record(tmp_path: Path) -> No
 
 
 def test_a_worker_skips_past_a_cell_that_would_wait_for_anothers_first_install() -> None:
-    def cell(numpy: str, scipy: str) -> Cell:
-        return Cell("b", "layered", (("numpy", numpy), ("scipy", scipy)))
+    def cell(base: str, numpy: str, scipy: str, mode: str = "layered") -> Cell:
+        return Cell(base, mode, (("numpy", numpy), ("scipy", scipy)))
 
-    a, b, c, d = cell("1", "x"), cell("1", "y"), cell("2", "x"), cell("2", "y")
-    pending = _Pending([a, b, c, d])
+    a, b, c, d = cell("p", "1", "x"), cell("p", "1", "y"), cell("p", "2", "z"), cell("q", "1", "x")
+    e = cell("p", "1", "x", "together")
+    pending = _Pending([a, b, c, d, e])
     assert pending.take() == a
-    assert pending.take() == d  # b and c would wait for a's first installs of numpy 1 and scipy x
+    # b would wait for a's first install of numpy 1 on p, c and e for p's online install under way
+    # (c's pins are new there); numpy 1 on q is another wheel than on p: d goes ahead
+    assert pending.take() == d
     assert pending.take() == b  # everything waits on someone: in order
     pending.finished(a)
     pending.finished(d)
-    assert pending.take() == c  # every pin of it installed now
+    assert pending.take() == e  # every pin of it installed on p: offline, nothing to wait for
+    assert pending.take() == c
     assert pending.take() is None
 
 
@@ -224,6 +228,8 @@ def test_the_first_install_of_a_pin_is_waited_for_and_only_pins_installed_in_the
             assert also
     with installs.hold(b) as offline:  # b's install never succeeded: still online
         assert not offline
+    with installs.hold(Cell("c", "together", (("numpy", "1.0"),))) as offline:
+        assert not offline  # installed on base b, not c: another wheel (another interpreter)
 
 
 def test_an_install_tries_offline_only_after_the_run_installed_its_pins_and_falls_back_online() -> None:
@@ -265,6 +271,49 @@ def test_an_install_tries_offline_only_after_the_run_installed_its_pins_and_fall
     assert installs.install(cell, attempt({True: no_wheel, False: None}), lambda: tried.append("start over"),
                             log) is None
     assert tried[2:] == ["offline", "start over", "online"]
+
+
+def test_a_pin_the_run_found_without_a_wheel_on_a_base_settles_offline_there() -> None:
+    from matrix.classify import Verdict
+    from matrix.install import RunInstalls
+
+    installs = RunInstalls()
+    no_wheel = Verdict(Outcome.NO_WHEEL, "Because numpy==1.21.6 has no usable wheels and you require numpy==1.21.6, "
+                                         "we can conclude that your requirements are unsatisfiable.")
+    tried: list[str] = []
+    log: list[str] = []
+
+    def attempt(offline: bool) -> Verdict | None:
+        tried.append("offline" if offline else "online")
+        return no_wheel
+
+    first = Cell("py313", "together", (("numpy", "1.21.6"), ("scipy", "1.14.1")))
+    installs.installed(Cell("py313", "together", (("scipy", "1.14.1"),)))
+    installs.installed(Cell("py312", "together", (("numpy", "1.21.6"),)))
+    assert installs.install(first, attempt, lambda: tried.append("start over"), log) is no_wheel
+    assert tried == ["online"]  # numpy 1.21.6 is new on py313 (py312's install of it is another wheel)
+    layered = Cell("py313", "layered", (("numpy", "1.21.6"), ("scipy", "1.14.1")))
+    assert installs.install(layered, attempt, lambda: tried.append("start over"), log) is no_wheel
+    assert tried == ["online", "offline"] and "as online" in log[-1]  # what online said here, from the pages
+    other = Cell("py312", "together", (("numpy", "1.21.6"), ("scipy", "1.14.1")))
+    installs.installed(Cell("py312", "together", (("scipy", "1.14.1"),)))
+    assert installs.install(other, attempt, lambda: tried.append("start over"), log) is no_wheel
+    assert tried[2:] == ["offline", "start over", "online"]  # py312 has a wheel of it: only online may say none
+    # A cell with that pin and one new to the base: offline first (its layered first step, or the
+    # resolver, may stop at the pin without a wheel, as online); anything else offline: online.
+    newer = Cell("py313", "layered", (("numpy", "1.21.6"), ("scipy", "1.15.3")))
+    assert installs.install(newer, attempt, lambda: tried.append("start over"), log) is no_wheel
+    assert tried[5:] == ["offline"]
+    missing_scipy = Verdict(Outcome.RESOLVE_CONFLICT, "Because scipy==1.15.3 needs to be downloaded from a registry "
+                                                      "and you require scipy==1.15.3, we can conclude that your "
+                                                      "requirements are unsatisfiable.")
+    assert installs.install(newer, lambda offline: missing_scipy if offline else None,
+                            lambda: tried.append("start over"), log) is None
+    assert tried[6:] == ["start over"] and "online" in log[-1]
+    # Words of the cache or the network are no answer, whatever the pin.
+    missing = Verdict(Outcome.NO_WHEEL, "Because numpy==1.21.6 has no usable wheels in the cache and you require "
+                                        "numpy==1.21.6, we can conclude that your requirements are unsatisfiable.")
+    assert not installs._settled_offline(missing, layered)
 
 
 CELLS4 = tuple(Cell("b", "together", (("numpy", v),)) for v in ("1.0", "2.0", "3.0", "4.0"))
