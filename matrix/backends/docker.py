@@ -4,9 +4,11 @@ Per base, once per machine: a prefix image (the base, its setup steps, the CA bu
 probes; dockerfile.prefix), rebuilt only when one of those changes. Per base, run and worker: a
 workbench container of that image with host networking and the shared package cache volume, in
 which each cell's venv is made and installed by uv (hard links into the cache: a wheel is
-downloaded once per machine). Per cell: the probes run in a container with no network, a
-read-only root, no capabilities, nobody's uid, memory and pid limits, and the cache volume
-mounted read-only.
+downloaded once per machine), in few execs (_install). Per base, run and worker also a prober
+(backends/prober.py): a container with no network, a read-only root, no capabilities, memory and
+pid limits and the cache volume mounted read-only, into which each cell's probe driver is exec'd
+as nobody, and which is cleaned between cells (one-shot containers where the engine cannot count
+a container's OOM kills).
 
 A verdict comes only from the world under test: whatever the engine or a workbench does on its
 own (a fault, a dropped connection, a container killed from outside, an exec it could not start)
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 import shlex
 import socket
 import tempfile
@@ -224,7 +227,7 @@ class DockerBackend:
                         b.free.append(bench)
 
     def cancel(self) -> None:
-        """An interrupt: stop the cells under way (their workbenches and probe containers go)."""
+        """An interrupt: stop the cells under way (their workbenches and probers go)."""
         self._cancelled = True
         try:
             self.engine.remove_labelled(self.run_id)
@@ -469,26 +472,47 @@ class DockerBackend:
                 b.free.append(bench)
 
     def _install(self, bench: str, cell: Cell, venv: str, env: dict[str, str], log: list[str], *,
-                 offline: bool) -> Verdict | None:
+                 offline: bool, fingerprint: list[str]) -> Verdict | None:
         """Make the cell's venv and run its installer steps in a workbench; the verdict of the
-        first that fails, else None."""
+        first that fails, else None, and then the environment's fingerprint in `fingerprint`.
+
+        In few execs (each costs the engine a process, ~0.06 s): the venv is made in the exec of
+        the first installer step (`a && b` stops at the first that fails, with its status and only
+        the words of the failing step, the venv's being quiet), and the last one, when it passes,
+        goes on to compile the bytecode of the distributions no cell has brought yet (here, where
+        no package code runs: the probe containers only read it, probes/_bytecode.py) and print the
+        fingerprint after a marker of this exec's own. Installer steps keep an exec each: a
+        failure's words are its step's alone."""
         base = self.spec.base(cell.base)
         steps = dockerfile.install_commands(cell, self.spec, venv, offline=offline)
         first = [dockerfile.venv_command(base, venv)]
         if base.dockerfile:  # on top of what the team's image has installed
             first.append(dockerfile.image_packages_command(base, venv))
-        for argv in [*first, *steps]:
+        chains = [[*first, steps[0]], *([step] for step in steps[1:])] if steps else [first]
+        mark = f"compat-matrix-fingerprint-{secrets.token_hex(8)}"
+        python = shlex.quote(f"{venv}/bin/python")
+        then = (f"{python} {dockerfile.BYTECODE} compile {dockerfile.PYC} >/dev/null 2>&1; printf '\\n%s ' {mark}; "
+                f"{python} {dockerfile.FINGERPRINT} 2>/dev/null || :")
+        for i, chain in enumerate(chains):
+            last = i == len(chains) - 1
             self._check()
-            log.append("$ " + shlex.join(argv) + "\n")
-            done = self.engine.exec(bench, argv, env)  # an engine fault raises: never the installer's output
+            log.extend("$ " + shlex.join(argv) + "\n" for argv in chain)
+            script = " && ".join(shlex.join(argv) for argv in chain) + (f" && {{ {then}; }}" if last else "")
+            done = self.engine.exec(bench, ["sh", "-c", script] if len(chain) > 1 or last else chain[0], env)
+            # (an engine fault raises: never the installer's output)
             self._check()
-            log.append(done.stdout + done.stderr)
+            stdout, found, printed = done.stdout.rpartition(f"\n{mark} ")
+            if not found:
+                stdout = done.stdout
+            log.append(stdout + done.stderr)
             if done.exit_code != 0:
                 state = self.engine.state(bench)
                 if not state.running:  # the step died with its workbench: nothing the installer said
                     raise EngineFault(f"the workbench stopped during an install step ({state.describe()})")
-                return classify_install(redact(done.stdout + done.stderr), returncode=done.exit_code,
+                return classify_install(redact(stdout + done.stderr), returncode=done.exit_code,
                                         only_binary=self.spec.install.only_binary)
+            if last and found and printed.strip():
+                fingerprint.append(printed.strip())
         return None
 
     def _run(self, cell: Cell, log_dir: Path, record: Record, venv: str) -> Verdict:
@@ -506,25 +530,20 @@ class DockerBackend:
         log: list[str] = []
         try:
             with self._workbench(b, base, cell) as bench:
+                printed: list[str] = []
                 try:
                     failed = self.installs.install(
-                        cell, lambda offline: self._install(bench, cell, venv, env, log, offline=offline),
+                        cell, lambda offline: self._install(bench, cell, venv, env, log, offline=offline,
+                                                            fingerprint=printed),
                         lambda: self.engine.exec(bench, ["rm", "-rf", venv]), log)
                     if failed is not None:
                         return failed
                 finally:
                     (log_dir / "install.log").write_text(redact("".join(log)), encoding="utf-8")
-                # One exec for both (each costs the engine a process): the bytecode for the
-                # distributions no cell has brought yet, compiled here where no package code runs
-                # (the probe containers only read it: probes/_bytecode.py), then the fingerprint.
-                python = shlex.quote(f"{venv}/bin/python")
-                printed = self.engine.exec(bench, ["sh", "-c", f"{python} {dockerfile.BYTECODE} compile "
-                                                   f"{dockerfile.PYC} >/dev/null 2>&1; exec {python} "
-                                                   f"{dockerfile.FINGERPRINT}"])
         except _NoPython:
             assert b.failed is not None
             return b.failed
-        fingerprint = printed.stdout.strip() if printed.exit_code == 0 else None
+        fingerprint = printed[-1] if printed else None
         limits = self.spec.limits
 
         def probe() -> probing.Probed:

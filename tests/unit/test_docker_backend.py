@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -142,17 +144,23 @@ class FakeEngine:
                 raise probe
             return probe
         self.execs.append((command, environment or {}))
-        if command[0].endswith("/uv") and command[1] == "pip":
+        if (command[0].endswith("/uv") and command[1] == "pip") or (
+                command[:2] == ["sh", "-c"] and "/uv pip install " in command[2]):  # an installer step
             if isinstance(self._install, Exception):
                 raise self._install
+            mark = re.search(r"(compat-matrix-fingerprint-[0-9a-f]+);", command[-1])
+            if self._install.exit_code == 0 and mark:  # the install's last exec goes on to print the fingerprint
+                return replace(self._install, stdout=f"{self._install.stdout}\n{mark[1]} fingerprint\n")
             return self._install
         if command[:2] == ["sh", "-c"] and "mkdir -p" in command[2]:  # a workbench's set-up
             if isinstance(self._setup, Exception):
                 raise self._setup
             return self._setup
-        if command[:2] == ["sh", "-c"] and "_fingerprint.py" in command[2]:
-            return RunResult(0, "fingerprint\n", "")
         return RunResult(0, "", "")
+
+    def installer_steps(self) -> list[tuple[list[str], dict[str, str]]]:
+        """The execs that ran an installer step (`uv pip install`, alone or after the venv's making)."""
+        return [(c, e) for c, e in self.execs if c[1:2] == ["pip"] or "/uv pip install " in c[-1]]
 
     def run(self, image, command, **kw) -> RunResult:
         self.one_shot += 1
@@ -207,7 +215,7 @@ def test_failed_install_is_classified_and_credentials_stay_in_a_private_file(mak
         assert "s3cret" not in f.read_text(), f.name
     for command, env in engine.execs:
         assert "s3cret" not in " ".join(command) + str(env)
-    installs = [(c, e) for c, e in engine.execs if c[1:2] == ["pip"]]
+    installs = engine.installer_steps()
     assert installs and all(e == {"UV_CONFIG_FILE": "/opt/compat-matrix/uv.toml"} for _, e in installs)
     conf, mode = engine.files["/opt/compat-matrix/uv.toml"]
     assert b'index-url = "https://alice:s3cret@pypi.corp.invalid/simple"' in conf and mode == 0o600
