@@ -351,6 +351,11 @@ class _Pending:
             self._under_way.append(cell)
             return cell
 
+    def under_way(self) -> bool:
+        """Whether a cell is still under way on some worker."""
+        with self._lock:
+            return bool(self._under_way)
+
     def finished(self, cell: Cell) -> None:
         with self._lock:
             self._under_way.remove(cell)
@@ -377,6 +382,8 @@ def _parallel(state: _Sweep, todo: list[Cell], jobs: int, records: list[Record],
             while not state.stop.is_set():
                 cell = pending.take()
                 if cell is None:
+                    if not pending.under_way():  # the last one: the backend's close() tidies it all at once
+                        return
                     try:
                         state.backend.idle()
                     except Exception as e:  # noqa: BLE001 - tidying up is no cell's verdict

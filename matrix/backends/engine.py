@@ -22,6 +22,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -602,9 +603,12 @@ class DockerEngine:
         try:
             for _ in range(10 + int(settle_s) * 4):
                 found = 0
-                for c in self._objects("containers", filters):
-                    found += 1
-                    removed += self._gone(self.client.api.remove_container, c["Id"], force=True, v=True)
+                containers = self._objects("containers", filters)
+                found += len(containers)
+                if containers:  # side by side: a run's workbenches and probers go in the time of one (0.05 s each)
+                    with ThreadPoolExecutor(max_workers=min(len(containers), 8)) as pool:
+                        removed += sum(pool.map(lambda c: self._gone(self.client.api.remove_container, c["Id"],
+                                                                     force=True, v=True), containers))
                 for image in self._objects("images", filters):
                     found += 1
                     removed += self._gone(self.client.api.remove_image, image["Id"], force=True)
