@@ -31,10 +31,10 @@ class RunInstalls:
 
     - Two cells that install a pin nobody has installed yet on their base would both download it:
       the second waits for the first (then finds it in the package cache).
-      (The 800-cell growth benchmark: 74 wheel downloads for 56 wheels, 1.25× the unique bytes,
-      while pins were known run-wide; keyed per base, 1.02×. Running one base's online installs
-      one at a time besides, for dependencies that are no pin, gave 1.02× as well and made the
-      12-cell runs' first installs wait: left out.)
+    - Two online installs on one base may both download the same dependency that is no pin (the
+      numpy that two layered scipy steps pull): one base's online installs go one at a time.
+      (The 800-cell growth benchmark, before both: 74 wheel downloads for 56 wheels, 1.25× the
+      unique bytes; after: 1.03×.)
     - A cell whose pins have all been installed on its base in this run, or found to have no wheel
       there, or with one pin found to have none there, may resolve offline, from the index pages
       uv read for them minutes ago (0.1 s instead of 0.35 s through a proxy that lets nothing be
@@ -47,6 +47,7 @@ class RunInstalls:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._online: dict[str, threading.Lock] = {}
         self._done: set[tuple[str, str]] = set()
         # (base, pin) that this run's online installs found to have no wheel on that base.
         self._wheelless: set[tuple[str, str]] = set()
@@ -81,6 +82,10 @@ class RunInstalls:
         with self._lock:
             self._done.update(self._pins(cell))
 
+    def _online_lock(self, base: str) -> threading.Lock:
+        with self._lock:
+            return self._online.setdefault(base, threading.Lock())
+
     def install(self, cell: Cell, attempt: Callable[[bool], Verdict | None], start_over: Callable[[], object],
                 log: list[str]) -> Verdict | None:
         """Install the cell with `attempt(offline)`, which returns the verdict of a failed step or None:
@@ -95,7 +100,9 @@ class RunInstalls:
                 if seen:  # not all of it in the pages this run has read: as always, online
                     log.append("# offline from this run's index pages: no; online\n")
                     start_over()
-                failed = attempt(False)
+                # Lock order: the pins' (hold), then the base's; the holder of this one waits on nothing.
+                with self._online_lock(cell.base):
+                    failed = attempt(False)
                 if failed is None:
                     self.installed(cell)
                 else:

@@ -328,7 +328,9 @@ _LOOKAHEAD = 512
 class _Pending:
     """The cells left, handed out in order, except that a worker skips past a cell that would wait
     for a cell under way (install.RunInstalls): one with a pin no cell of the run has installed yet
-    on its base while a cell under way has it. A cell further on can go ahead meanwhile."""
+    on its base while a cell under way has it, or one that must install online (a pin new to its
+    base) while another online install on that base is under way. A cell further on (often on
+    another base) can go ahead meanwhile."""
 
     def __init__(self, cells: list[Cell]) -> None:
         self._cells = cells
@@ -336,10 +338,11 @@ class _Pending:
         self._under_way: list[Cell] = []
         self._installed: set[tuple[str, str, str]] = set()
 
-    @staticmethod
-    def _needs(cell: Cell) -> set[tuple[str, str, str]]:
-        """What the cell would wait for: its pins on its base (a pin's wheel is the interpreter's)."""
-        return {(cell.base, name, version) for name, version in cell.pins}
+    def _needs(self, cell: Cell) -> set[tuple[str, str, str]]:
+        """What the cell would wait for: its pins on its base, and its base's online installs
+        ("" for the package) when one of those pins is new there."""
+        pins = {(cell.base, name, version) for name, version in cell.pins}
+        return pins | {(cell.base, "", "")} if not pins <= self._installed else pins
 
     def take(self) -> Cell | None:
         with self._lock:

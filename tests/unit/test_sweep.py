@@ -133,17 +133,18 @@ def test_a_worker_skips_past_a_cell_that_would_wait_for_anothers_first_install()
     def cell(base: str, numpy: str, scipy: str, mode: str = "layered") -> Cell:
         return Cell(base, mode, (("numpy", numpy), ("scipy", scipy)))
 
-    a, b, c, d = cell("p", "1", "x"), cell("p", "1", "y"), cell("p", "2", "x"), cell("q", "1", "x")
-    e = cell("p", "2", "z", "together")
+    a, b, c, d = cell("p", "1", "x"), cell("p", "1", "y"), cell("p", "2", "z"), cell("q", "1", "x")
+    e = cell("p", "1", "x", "together")
     pending = _Pending([a, b, c, d, e])
     assert pending.take() == a
-    # b and c would wait for a's first installs of numpy 1 and scipy x on p; numpy 1 and scipy x on
-    # q are other wheels than on p: d goes ahead
+    # b would wait for a's first install of numpy 1 on p, c and e for p's online install under way
+    # (c's pins are new there); numpy 1 on q is another wheel than on p: d goes ahead
     assert pending.take() == d
-    assert pending.take() == e  # nothing of it under way on p
     assert pending.take() == b  # everything waits on someone: in order
     pending.finished(a)
-    assert pending.take() == c  # every pin of it installed on p now
+    pending.finished(d)
+    assert pending.take() == e  # every pin of it installed on p: offline, nothing to wait for
+    assert pending.take() == c
     assert pending.take() is None
 
 
