@@ -40,8 +40,9 @@ from matrix.probing import RunResult
 
 # The prober's idle command: its stdin is the run's (engine.start), so it ends with the run.
 IDLE = ["sh", "-c", "while read -r _; do :; done"]
-# Exit codes of CLEAN: processes that would not die, files that would not go, no count of OOM kills.
-_STRAYS, _DIRTY, _NO_COUNT = 70, 71, 72
+# CLEAN exits 70 when processes would not die, 71 when files would not go, and this when the
+# container cannot read its count of OOM kills.
+_NO_COUNT = 72
 CLEAN = r"""
 me=$$; tries=0
 while :; do
