@@ -86,7 +86,8 @@ def ours(backend: str, jobs: int | None, work: Path, env: dict[str, str], *, rer
     if done.returncode != 0:
         raise SystemExit(f"bench: {' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
     records = load_records(results / "records.jsonl")
-    label = f"compat-matrix {backend}" + (f" --jobs {jobs}" if jobs else f" (default: {sweep.default_jobs()} jobs)")
+    default = f" (default: {sweep.default_jobs(backend)} jobs)"
+    label = f"compat-matrix {backend}" + (f" --jobs {jobs}" if jobs else default)
     label += "" if rerun else ", unchanged re-run"
     return Way(label, seconds, {r.cell: r.outcome.value for r in records}, received,
                {r.cell: r.duration_s for r in records})

@@ -71,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
                           "(not run, or infra-error) or whose base moved")
     run.add_argument("--jobs", "-j", type=_jobs, default=None, metavar="N",
                      help=f"cells run in parallel (default: {sweep.default_jobs()} on this machine: one per core "
-                          "and one more)")
+                          f"and one more; docker: {sweep.default_jobs('docker')}, one per core)")
     run.add_argument("--rerun", action="store_true",
                      help="run every cell even when the result cache holds its verdict under an unchanged key")
     run.add_argument("--backend", choices=("auto", "docker", "venv"), default="auto",

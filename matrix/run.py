@@ -348,7 +348,7 @@ def run(options: Options, echo: Echo = print) -> Result:
         with sweep.sigterm_raises():
             cache = resultcache.ResultCache(s, backend.name, issue_probes)
             outcome = sweep.sweep(runnable, backend, results, out.run_id, echo=echo,
-                                  jobs=options.jobs or sweep.default_jobs(), cache=cache,
+                                  jobs=options.jobs or sweep.default_jobs(backend.name), cache=cache,
                                   rerun=options.rerun or options.keep, meanwhile=_load_report)
         if outcome.interrupted is None:
             closed = _close_meanwhile(backend)  # the engine's clean-up while the table is written
