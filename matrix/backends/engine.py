@@ -438,9 +438,9 @@ class DockerEngine:
         exit code. `what` names the command in a fault's message (else its program does).
 
         With `timeout_s`: once that has passed, `on_timeout` is called (from another thread: it
-        stops the command, an exec of its own) and the result says timed_out when the command then
-        ended other than in order. Its output is read by a client that waits that long (the
-        shared one gives up after 600 s of silence)."""
+        stops the command, an exec of its own; it has returned when this does) and the result says
+        timed_out when the command then ended other than in order. Its output is read by a client
+        that waits that long (the shared one gives up after 600 s of silence)."""
         api = self.client.api
         timer: threading.Timer | None = None
         fired = threading.Event()
@@ -465,6 +465,7 @@ class DockerEngine:
         finally:
             if timer is not None:
                 timer.cancel()
+                timer.join()  # a stop under way ends before the caller goes on (its own clean-up, say)
         stdout, stderr = (out or b"").decode("utf-8", "replace"), (err or b"").decode("utf-8", "replace")
         fault = exec_fault(code, stdout + stderr)
         if fault:
