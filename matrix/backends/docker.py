@@ -199,6 +199,9 @@ class DockerBackend:
     def close(self, *, interrupted: bool) -> None:
         """Remove whatever the run left on the engine (all of it unless --keep)."""
         try:
+            for b in self._bases.values():
+                if b.probers is not None:
+                    b.probers.settle(timeout_s=5.0 if interrupted else 60.0)
             if not self.keep:
                 for b in self._bases.values():
                     if b.benches:  # gone already after an interrupt, maybe: then the next run's bench

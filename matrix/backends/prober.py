@@ -134,6 +134,13 @@ class Probers:
 
         threading.Thread(target=start, name="compat-matrix-prober", daemon=True).start()
 
+    def settle(self, timeout_s: float = 60.0) -> None:
+        """Wait for the probers being started or cleaned in the background (at most `timeout_s`):
+        the run's end must not close the engine under them (a clean-up that then fails removes its
+        prober, which a --keep run leaves standing)."""
+        with self._ready:
+            self._ready.wait_for(lambda: not self._pending, timeout=timeout_s)
+
     def run(self, command: list[str], environment: dict[str, str], timeout_s: float,
             counted: Callable[[RunResult], int | None]) -> tuple[RunResult, str]:
         """Run the driver `command` in a free prober, bounded by `timeout_s`, then clean up. Returns
@@ -181,7 +188,7 @@ class Probers:
             if prober is not None:
                 self._free.append(prober)
             self._pending -= pending
-            self._ready.notify()
+            self._ready.notify_all()
 
     def _start(self) -> Prober:
         container = self.engine.start(self.image, IDLE, labels=self.labels, volumes=self.volumes,
