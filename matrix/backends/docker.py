@@ -65,9 +65,6 @@ CACHE_VOLUME = "compat-matrix-cache"
 CACHE_LABELS = {RUN_LABEL: CACHE_RUN}
 # Where a credentialed run's uv configuration lives in the workbench (never in an image).
 UV_TOML = "/opt/compat-matrix/uv.toml"
-# The workbench idles in a shell reading its stdin, which the run's process holds (engine.start):
-# it ends when the run does, however the run ends. Its Python is checked by the set-up exec.
-_IDLE = ["sh", "-c", "while read -r _; do :; done"]
 # The workbench's set-up script exits with this when the base's Python does not run.
 _NO_PYTHON = 3
 # In a run's directory of venvs on the cache volume: the run was made with --keep, and no other
@@ -403,7 +400,7 @@ class DockerBackend:
         directories, and a credentialed run's uv configuration. A fault of the engine or the
         workbench on the way is this cell's infra-error, never the base's verdict."""
         try:
-            bench = self.engine.start(b.image, _IDLE, labels=self.labels(),
+            bench = self.engine.start(b.image, prober.IDLE, labels=self.labels(),
                                       volumes={CACHE_VOLUME: dockerfile.CACHE})
         except EngineFault as e:
             if _NO_SHELL.search(str(e)):  # the base itself: it has no sh for the installs to run in

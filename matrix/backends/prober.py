@@ -38,7 +38,8 @@ from typing import Protocol
 from matrix.backends.engine import SANDBOX_USER, ContainerState, EngineFault, Sandbox, killed_from_outside
 from matrix.probing import RunResult
 
-# The prober's idle command: its stdin is the run's (engine.start), so it ends with the run.
+# What a workbench or a prober idles in: a shell reading its stdin, which the run's process holds
+# (engine.start), so it ends when the run does, however the run ends.
 IDLE = ["sh", "-c", "while read -r _; do :; done"]
 # CLEAN exits 70 when processes would not die, 71 when files would not go, and this when the
 # container cannot read its count of OOM kills.
