@@ -21,10 +21,10 @@ from matrix.backends.engine import HOST_LABEL, PROBE, ROLE_LABEL, RUN_LABEL, Doc
 # A run's process, as far as the engine can tell: it starts a workbench and lives on.
 HOLDER = """
 import sys, time
-from matrix.backends.docker import _IDLE
+from matrix.backends.prober import IDLE
 from matrix.backends.engine import HOST_LABEL, ROLE_LABEL, RUN_LABEL, WORKBENCH, DockerEngine
 e = DockerEngine()
-print(e.start(sys.argv[1], _IDLE, labels={RUN_LABEL: sys.argv[2], ROLE_LABEL: WORKBENCH, HOST_LABEL: "elsewhere"},
+print(e.start(sys.argv[1], IDLE, labels={RUN_LABEL: sys.argv[2], ROLE_LABEL: WORKBENCH, HOST_LABEL: "elsewhere"},
               volumes={}), flush=True)
 time.sleep(900)
 """
