@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import argparse
 import random
-import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.rsslaunch import peak_rss_mb
 from matrix import cells, spec
 from matrix import run as pipeline
 from matrix.ledger import matrix_digest
@@ -38,10 +38,6 @@ def matrix_file(path: Path, per_axis: int) -> None:
     bases = "\n".join(f'  b{i}: {{python: "3.11"}}' for i in range(5))
     path.write_text(f"bases:\n{bases}\npackages:\n  numpy: [{versions}]\n  scipy: [{versions}]\n"
                     "modes: [together, layered]\nlayered_order: [scipy, numpy]\ninstall: {ca_bundle: none}\n")
-
-
-def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
 def main() -> int:
@@ -92,7 +88,7 @@ def main() -> int:
         merge_s = time.perf_counter() - t0
         assert result.status == 0 and len(result.table) == total, (result.status, result.problems[:1])
 
-    memory = peak_mb()
+    memory = peak_rss_mb()
     sum_s = plan_s + one_s + merge_s
     print(f"cells: {total} over {args.shards} shards (sizes {min(sizes)}..{max(sizes)})")
     print(f"plan:                   {plan_s:6.2f} s")
