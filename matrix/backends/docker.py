@@ -4,15 +4,17 @@ Per base, once per machine: a prefix image (the base, its setup steps, the CA bu
 probes; dockerfile.prefix), rebuilt only when one of those changes. Per base, run and worker: a
 workbench container of that image with host networking and the shared package cache volume, in
 which each cell's venv is made and installed by uv (hard links into the cache: a wheel is
-downloaded once per machine), in few execs (_install). Per base, run and worker also a prober
+downloaded once per machine), by the workbench's agent (probes/_workbench.py: a command costs no
+engine exec) in few commands (_install). Per base, run and worker also a prober
 (backends/prober.py): a container with no network, a read-only root, no capabilities, memory and
 pid limits and the cache volume mounted read-only, into which each cell's probe driver is exec'd
 as nobody, and which is cleaned between cells (one-shot containers where the engine cannot count
 a container's OOM kills).
 
 A verdict comes only from the world under test: whatever the engine or a workbench does on its
-own (a fault, a dropped connection, a container killed from outside, an exec it could not start)
-is the cell's infra-error, never a timeout, crash or build-error. A workbench lives exactly as
+own (a fault, a dropped connection, a container killed from outside, an exec it could not start,
+a workbench's agent that does not answer as asked) is the cell's infra-error, never a timeout,
+crash or build-error. A workbench lives exactly as
 long as its run's process (engine.start), which is how any run tells a live run's objects and
 venvs from a dead one's.
 
@@ -65,7 +67,7 @@ CACHE_VOLUME = "compat-matrix-cache"
 CACHE_LABELS = {RUN_LABEL: CACHE_RUN}
 # Where a credentialed run's uv configuration lives in the workbench (never in an image).
 UV_TOML = "/opt/compat-matrix/uv.toml"
-# The workbench's set-up script exits with this when the base's Python does not run.
+# A workbench's command exits with this when the base's Python does not run.
 _NO_PYTHON = 3
 # In a run's directory of venvs on the cache volume: the run was made with --keep, and no other
 # run removes its venvs (`compat-matrix clean` does, with the volume).
@@ -86,8 +88,9 @@ class Engine(Protocol):
                       build_args: dict[str, str] | None = None) -> BuildResult: ...
     def ensure_volume(self, name: str, labels: dict[str, str]) -> None: ...
     def start(self, image: str, command: list[str], *, labels: dict[str, str], volumes: dict[str, str],
-              sandbox: Sandbox | None = None) -> str: ...
+              sandbox: Sandbox | None = None, agent: bool = False) -> str: ...
     def state(self, container: str) -> ContainerState: ...
+    def stopped(self, container: str, timeout_s: float) -> ContainerState: ...
     def put_files(self, container: str, files: dict[str, Path | bytes], mode: int = 0o644) -> None: ...
     def exec(self, container: str, command: list[str], environment: dict[str, str] | None = None, *,
              user: str | None = None, timeout_s: float | None = None,
@@ -122,9 +125,9 @@ def cell_key(cell: Cell) -> str:
 class _Base:
     """What the cells of one base share in a run: its prefix image and workbenches, or why not.
 
-    A workbench per worker, not one for all: the engine runs the execs into one container one
-    at a time (two threads exec'ing into one container get 1.1x the throughput of one; into two
-    containers, 1.7x)."""
+    A workbench per worker, not one for all: its agent runs one command at a time (and the
+    engine ran execs into one container one at a time: two threads exec'ing into one container
+    got 1.1x the throughput of one; into two containers, 1.7x)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -394,14 +397,20 @@ class DockerBackend:
     def _start_bench(self, b: _Base, base: Base, *, first: bool) -> str:
         """Start a workbench of the base's prefix image; "" (and b.failed) when its Python does not run.
 
-        One exec sets it up: whether the base's Python runs at all; for the base's first, the
-        venvs of dead runs go (never a live run's, of any state directory or host, nor a --keep
-        run's), and this run's cells get their directory; every one gets the local find-links
-        directories, and a credentialed run's uv configuration. A fault of the engine or the
-        workbench on the way is this cell's infra-error, never the base's verdict."""
+        Its command checks that the base's Python runs at all, then runs the workbench's agent in
+        it (probes/_workbench.py: the workbench's commands cost no engine exec). Its first command
+        sets it up: for the base's first, the venvs of dead runs go (never a live run's, of any
+        state directory or host, nor a --keep run's), and this run's cells get their directory;
+        every one gets the local find-links directories, and a credentialed run's uv
+        configuration. A fault of the engine or the workbench on the way is this cell's
+        infra-error, never the base's verdict."""
+        python = shlex.quote(base.image_python)
+        # A Python killed by a signal (128 + N) is not the base's word on it: that status goes on.
+        command = ["sh", "-c", f"{python} -c '' || {{ rc=$?; [ $rc -gt 128 ] && exit $rc; exit {_NO_PYTHON}; }}; "
+                               f"exec {python} -I {dockerfile.WORKBENCH_AGENT}"]
         try:
-            bench = self.engine.start(b.image, prober.IDLE, labels=self.labels(),
-                                      volumes={CACHE_VOLUME: dockerfile.CACHE})
+            bench = self.engine.start(b.image, command, labels=self.labels(),
+                                      volumes={CACHE_VOLUME: dockerfile.CACHE}, agent=True)
         except EngineFault as e:
             if _NO_SHELL.search(str(e)):  # the base itself: it has no sh for the installs to run in
                 b.failed = Verdict(Outcome.BUILD_ERROR, f"the environment has no shell: {base.image}: {e}")
@@ -409,9 +418,7 @@ class DockerBackend:
             raise
         find_links = dockerfile.find_links_all(self.spec)
         links = [p for p in find_links if "://" not in p]
-        python = shlex.quote(base.image_python)
-        # A Python killed by a signal (128 + N) is not the base's word on it: that status goes on.
-        script = [f"{python} -c ''; rc=$?; [ $rc -eq 0 ] || {{ [ $rc -gt 128 ] && exit $rc; exit {_NO_PYTHON}; }}"]
+        script = []
         if first:
             live = {run for run, alive in self.engine.live_runs().items() if alive} | {self.run_id}
             script.append(reap_script(dockerfile.VENVS, live))
@@ -422,15 +429,16 @@ class DockerBackend:
         try:
             setup = self.engine.exec(bench, ["sh", "-c", "\n".join(script)])
         except EngineFault as fault:
-            state = self.engine.state(bench)  # an engine that is gone raises here: the fault stands
+            # Its agent's stream ends a moment before the engine has the container's end.
+            state = self.engine.stopped(bench, timeout_s=10.0)  # an engine that is gone raises: the fault stands
             if state.running:
                 raise
+            if state.exit_code == _NO_PYTHON:
+                last = [ln for ln in state.logs.splitlines() if ln.strip()]
+                b.failed = Verdict(Outcome.BUILD_ERROR, f"the environment cannot run Python: {base.image_python} "
+                                   f"in {base.image}: {last[-1] if last else 'exited at once'}")
+                return ""
             raise EngineFault(f"the workbench stopped while being set up ({state.describe()}): {fault}") from fault
-        if setup.exit_code == _NO_PYTHON:
-            last = [ln for ln in setup.stderr.splitlines() if ln.strip()]
-            b.failed = Verdict(Outcome.BUILD_ERROR, f"the environment cannot run Python: {base.image_python} "
-                               f"in {base.image}: {last[-1] if last else 'exited at once'}")
-            return ""
         if setup.exit_code != 0:
             raise EngineFault(f"preparing the workbench (exit code {setup.exit_code}): "
                               f"{(setup.stdout + setup.stderr).strip()[-300:] or 'no output'}")
@@ -476,13 +484,13 @@ class DockerBackend:
         """Make the cell's venv and run its installer steps in a workbench; the verdict of the
         first that fails, else None, and then the environment's fingerprint in `fingerprint`.
 
-        In few execs (each costs the engine a process, ~0.06 s): the venv is made in the exec of
-        the first installer step (`a && b` stops at the first that fails, with its status and only
-        the words of the failing step, the venv's being quiet), and the last one, when it passes,
-        goes on to compile the bytecode of the distributions no cell has brought yet (here, where
-        no package code runs: the probe containers only read it, probes/_bytecode.py) and print the
-        fingerprint after a marker of this exec's own. Installer steps keep an exec each: a
-        failure's words are its step's alone."""
+        In few commands (a process each, in the workbench's agent): the venv is made in the
+        command of the first installer step (`a && b` stops at the first that fails, with its
+        status and only the words of the failing step, the venv's being quiet), and the last one,
+        when it passes, goes on to compile the bytecode of the distributions no cell has brought
+        yet (here, where no package code runs: the probe containers only read it,
+        probes/_bytecode.py) and print the fingerprint after a marker of this command's own.
+        Installer steps keep a command each: a failure's words are its step's alone."""
         base = self.spec.base(cell.base)
         steps = dockerfile.install_commands(cell, self.spec, venv, offline=offline)
         first = [dockerfile.venv_command(base, venv)]

@@ -29,6 +29,7 @@ PROBES_DIR = f"{ROOT}/probes"
 DRIVER = f"{PROBES_DIR}/_driver.py"
 FINGERPRINT = f"{PROBES_DIR}/_fingerprint.py"
 BYTECODE = f"{PROBES_DIR}/_bytecode.py"
+WORKBENCH_AGENT = f"{PROBES_DIR}/_workbench.py"
 # The shared package cache (a volume): uv's cache, and the cells' venvs beside it, so installs
 # are hard links into the cache rather than copies.
 CACHE = f"{ROOT}/cache"

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from matrix import gpus as gpu_requests
+from matrix.backends.agent import Agent, AgentCouldNotStart, AgentLost
 from matrix.errors import EngineUnavailable
 from matrix.probing import RunResult
 
@@ -47,6 +48,9 @@ PROBE = "probe"
 # one of its images is younger than _CHECK_ALIVE_S, so a concurrent run never reaps them mid-check.
 CHECK = "check"
 _CHECK_ALIVE_S = 6 * 3600.0
+# How long the shared client waits on a silent answer (an exec's output, say), and a workbench's agent on
+# its answer to a command.
+_SILENCE_S = 600.0
 # A workbench created but not yet started (a few milliseconds of a live run) counts as alive this long.
 _STARTING_S = 600.0
 # The classic builder colours a step's stderr; the classifier reads plain lines.
@@ -219,6 +223,7 @@ class DockerEngine:
         self._client = client
         self._lock = threading.Lock()
         self._held: dict[str, Any] = {}  # container → the stdin this process holds (start())
+        self._agents: dict[str, Agent] = {}  # container → its agent, when start() was asked for one
         self._patient_clients: dict[int, DockerClient] = {}  # _patient(): their read timeout → client
         self._socket: _Socket | None = None
         if client is None and self.host.startswith("unix://"):
@@ -243,7 +248,7 @@ class DockerEngine:
             _ = _sdk.faults  # loaded also for a client handed in: the SDK's errors are what its calls raise
             if self._client is None:
                 try:
-                    self._client = _sdk.docker.from_env(timeout=600)
+                    self._client = _sdk.docker.from_env(timeout=int(_SILENCE_S))
                 except _sdk.faults as e:
                     raise EngineFault(f"connecting to the engine at {self.host}: {_short(e)}") from e
             return self._client
@@ -338,7 +343,7 @@ class DockerEngine:
             raise EngineFault(f"creating volume {name}: {_short(e)}") from e
 
     def start(self, image: str, command: list[str], *, labels: dict[str, str], volumes: dict[str, str],
-              sandbox: Sandbox | None = None) -> str:
+              sandbox: Sandbox | None = None, agent: bool = False) -> str:
         """Start a long-lived container running `command` (in place of the image's entrypoint);
         `volumes` maps volume name → mount point. Returns its id.
 
@@ -351,7 +356,10 @@ class DockerEngine:
         Its stdin is this process's for as long as it lives (attached, and closed by the engine
         when this process's connection goes: StdinOnce): a `command` that reads stdin to its end
         ends with this process, however this process ends (SIGKILL too), so a workbench running
-        is the proof that its run is alive (live_runs)."""
+        is the proof that its run is alive (live_runs).
+
+        `agent`: `command` is a workbench's agent (probes/_workbench.py), which exec() then hands
+        the container's commands to instead of the engine (its output is attached too)."""
         api = self.client.api
         try:
             if sandbox is None:
@@ -370,9 +378,12 @@ class DockerEngine:
             raise EngineFault(f"creating a container from {image}: {_short(e)}") from e
         cid = str(created["Id"])
         try:
-            held = api.attach_socket(cid, params={"stdin": 1, "stream": 1})
+            params = {"stdin": 1, "stream": 1, **({"stdout": 1, "stderr": 1} if agent else {})}
+            held = api.attach_socket(cid, params=params)
             with self._lock:
                 self._held[cid] = held
+                if agent:
+                    self._agents[cid] = Agent(_raw(held), silence_s=_SILENCE_S)
             api.start(cid)
             return cid
         except _sdk.faults as e:
@@ -394,6 +405,7 @@ class DockerEngine:
         """Let go of a container start() holds: its idle command reads the end of its stdin."""
         with self._lock:
             held = self._held.pop(container, None)
+            self._agents.pop(container, None)
         if held is not None:
             raw = getattr(held, "_sock", None)
             held.close()
@@ -411,6 +423,15 @@ class DockerEngine:
                                   c.logs().decode("utf-8", "replace"))
         except _sdk.faults as e:
             raise EngineFault(f"inspecting container {container[:12]}: {_short(e)}") from e
+
+    def stopped(self, container: str, timeout_s: float) -> ContainerState:
+        """The container's state once it has stopped, or (running) when it has not within `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            state = self.state(container)
+            if not state.running or time.monotonic() >= deadline:
+                return state
+            time.sleep(0.05)
 
     def put_files(self, container: str, files: dict[str, Path | bytes], mode: int = 0o644) -> None:
         """Copy files (absolute path in the container → a file here, or bytes) into a container."""
@@ -440,7 +461,20 @@ class DockerEngine:
         With `timeout_s`: once that has passed, `on_timeout` is called (from another thread: it
         stops the command, an exec of its own; it has returned when this does) and the result says
         timed_out when the command then ended other than in order. Its output is read by a client
-        that waits that long (the shared one gives up after 600 s of silence)."""
+        that waits that long (the shared one gives up after 600 s of silence).
+
+        In a container start() gave an agent, a command without `user` or `timeout_s` is the
+        agent's to run (no exec), and a lost agent an EngineFault as an exec's fault is."""
+        agent = self._agents.get(container) if user is None and timeout_s is None else None
+        if agent is not None:
+            try:
+                code, out, err = agent.call(command, environment or {})
+            except AgentLost as e:
+                raise EngineFault(f"running {what or command[0]} in {container[:12]}: {e}") from e
+            except AgentCouldNotStart as e:
+                raise EngineFault(f"running {what or command[0]} in {container[:12]}: the workbench's agent "
+                                  f"could not start it: {str(e)[:300]}") from e
+            return RunResult(code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
         api = self.client.api
         timer: threading.Timer | None = None
         fired = threading.Event()
@@ -678,6 +712,12 @@ def device_requests(gpus: str) -> list[Any]:
     """The SDK's device requests for a base's `gpus:` (docker run --gpus all: driver nvidia, count
     -1, capabilities [["gpu"]])."""
     return [_sdk.docker.types.DeviceRequest(**gpu_requests.device_request(gpus))]
+
+
+def _raw(held: Any) -> socket.socket:
+    """The socket under what the SDK's attach_socket() returns (a SocketIO on a unix socket, or the
+    socket itself over TCP)."""
+    return held._sock if hasattr(held, "_sock") else held  # the SDK gives no other way
 
 
 def _short(e: BaseException) -> str:

@@ -81,6 +81,7 @@ class FakeEngine:
         self.files: dict[str, tuple[bytes, int]] = {}
         self.built: list[str] = []
         self.started: list[dict[str, str]] = []
+        self.commands: list[list[str]] = []  # the workbenches' commands
         self.states: dict[str, ContainerState] = {}
         self.runs: dict[str, bool] = {}
         # Probers: what their clean-up prints (a count of OOM kills, else a failure), the ones
@@ -109,11 +110,14 @@ class FakeEngine:
         assert labels == {"org.compat-matrix.run": "cache"}
 
     def start(self, image: str, command: list[str], *, labels: dict[str, str], volumes: dict[str, str],
-              sandbox: Sandbox | None = None) -> str:
+              sandbox: Sandbox | None = None, agent: bool = False) -> str:
         if sandbox is not None:
             assert command == prober.IDLE and volumes == {"compat-matrix-cache": "/opt/compat-matrix/cache"}
+            assert not agent
             self.probers.append((labels, sandbox))
             return f"prober{len(self.probers)}"
+        assert agent and command[-1].endswith("/_workbench.py")
+        self.commands.append(command)
         self.started.append(labels)
         return f"bench{len(self.started)}"
 
@@ -122,6 +126,9 @@ class FakeEngine:
 
     def state(self, container: str) -> ContainerState:
         return self.states.get(container, ContainerState(True))
+
+    def stopped(self, container: str, timeout_s: float) -> ContainerState:
+        return self.state(container)
 
     def put_files(self, container: str, files: dict[str, Path | bytes], mode: int = 0o644) -> None:
         for path, content in files.items():
@@ -359,17 +366,27 @@ def test_a_setup_exec_that_hit_an_engine_fault_is_that_cells_infra_error_only(ma
 
 
 def test_a_python_killed_during_set_up_is_infra_a_python_that_fails_is_the_bases(make_spec, tmp_path: Path) -> None:
-    # The set-up script passes a signal's status (128 + N) through; a Python that ran and failed exits 3.
-    engine = FakeEngine(setup=RunResult(137, "", ""))
+    # The workbench's command passes a signal's status (128 + N) through; a Python that ran and
+    # failed ends it with 3 before its agent could answer the set-up.
+    lost = EngineFault("running sh in bench1: the workbench's agent ended")
+    engine = FakeEngine(setup=lost)
+    engine.states["bench1"] = ContainerState(False, 137)
     rec = DockerBackend(engine, make_spec(MATRIX), "run1").run_cell(CELL, tmp_path)
     assert rec.outcome is Outcome.INFRA_ERROR and "exit code 137" in rec.error
-    engine = FakeEngine(setup=RunResult(3, "", "sh: 1: python3: not found\n"))
+    engine = FakeEngine(setup=lost)
+    engine.states["bench1"] = ContainerState(False, 3, logs="sh: 1: python3: not found\n")
     backend = DockerBackend(engine, make_spec(MATRIX), "run1")
     recs = [backend.run_cell(c, tmp_path) for c in (CELL, LAYERED)]
     assert [r.outcome for r in recs] == [Outcome.BUILD_ERROR] * 2 and "python3: not found" in recs[0].error
     assert len(engine.started) == 1  # the base's verdict, kept for its other cells
-    # The script really behaves so, in a real shell: a signal's status through, a failure as 3.
-    script = engine.setups()[0].split("\n")[0]
+    engine = FakeEngine(setup=lost)  # a fault while the workbench runs on is the engine's, not the base's
+    rec = DockerBackend(engine, make_spec(MATRIX), "run1").run_cell(CELL, tmp_path)
+    assert rec.outcome is Outcome.INFRA_ERROR and "agent ended" in rec.error
+    # The command really behaves so, in a real shell: a signal's status through, a failure as 3,
+    # else the agent (here a stand-in that exits 0).
+    command, agent = engine.commands[0], "exec python3 -I /opt/compat-matrix/probes/_workbench.py"
+    assert command[:2] == ["sh", "-c"] and command[2].endswith(agent)
+    script = command[2].replace(agent, "exit 0")
     for python, code in (("sh -c 'kill -9 $$'", 137), ("false", 3), ("true", 0)):
         ran = subprocess.run(["sh", "-c", script.replace("python3 -c ''", python)], capture_output=True, timeout=30)
         assert ran.returncode == code, python
