@@ -99,6 +99,10 @@ class DriverReport:
     probes: list[dict[str, Any]] = field(default_factory=list)
     complete: bool = False
     oom_kills: int | None = None  # during the run, by the driver's own count (where it could read one)
+    # In a prober: whether the driver cleaned it up after its probes, and the container's count of
+    # OOM kills then (backends/prober.py).
+    cleaned: bool = False
+    oom_total: int | None = None
 
 
 def parse(output: str, nonce: str) -> DriverReport:
@@ -122,9 +126,14 @@ def parse(output: str, nonce: str) -> DriverReport:
             report.probes.append(obj)
         elif kind == "done":
             report.complete = True
-            count = obj.get("oom_kills")
-            report.oom_kills = count if isinstance(count, int) and not isinstance(count, bool) else None
+            report.oom_kills = _count(obj.get("oom_kills"))
+            report.cleaned = obj.get("cleaned") is True
+            report.oom_total = _count(obj.get("oom_total"))
     return report
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def judge(ran: RunResult, report: DriverReport, memory: str) -> Verdict:

@@ -586,10 +586,13 @@ class DockerBackend:
         timeout_s = probing.driver_timeout(limits.timeout_s)
         probers = self._probers(b, base)
 
-        def counted(ran: RunResult) -> int | None:
-            """The driver's own count of OOM kills, when it ended in order."""
+        def counted(ran: RunResult) -> prober.Ending | None:
+            """What the driver says of its run (its own count of OOM kills, its clean-up), when it
+            ended in order."""
             report = probing.parse(ran.stdout, nonce)
-            return report.oom_kills if ran.exit_code == 0 and report.complete else None
+            if ran.exit_code != 0 or not report.complete or report.oom_kills is None:
+                return None
+            return prober.Ending(report.oom_kills, report.oom_total if report.cleaned else None)
 
         if not probers.unsupported:
             try:

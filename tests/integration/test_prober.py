@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from matrix import probing
+from matrix.backends import prober
 from matrix.backends.engine import RUN_LABEL, DockerEngine, Sandbox
-from matrix.backends.prober import Probers
+from matrix.backends.prober import Ending, Probers
 from matrix.probing import RunResult
 
 LABELS = {RUN_LABEL: "integration-prober"}
@@ -55,6 +57,13 @@ def test_a_run_that_meets_the_memory_limit_is_an_oom_and_the_next_run_in_the_pro
     assert second == first and fine.stdout.strip() == "fine" and not fine.oom_killed, fine
 
 
+# What the last run left in the prober: /tmp, /dev/shm and the processes of the probes' user.
+LEFT = ("import os\n"
+        "mine = [p for p in os.listdir('/proc') if p.isdigit() and int(p) != os.getpid()\n"
+        "        and os.stat('/proc/' + p).st_uid == os.getuid()]\n"
+        "print(sorted(os.listdir('/tmp')), sorted(os.listdir('/dev/shm')), mine)\n")
+
+
 def test_what_a_run_leaves_behind_is_gone_before_the_next(probers: Probers) -> None:
     # A daemon in a session of its own, files and an unreadable directory in /tmp and /dev/shm.
     left, first = run_py(probers, "import os, subprocess\n"
@@ -65,10 +74,7 @@ def test_what_a_run_leaves_behind_is_gone_before_the_next(probers: Probers) -> N
                                   "    os.makedirs(d + '/locked/deeper')\n"
                                   "    os.chmod(d + '/locked', 0)\n")
     assert left.exit_code == 0, left
-    seen, second = run_py(probers, "import os\n"
-                                   "mine = [p for p in os.listdir('/proc') if p.isdigit() and int(p) != os.getpid()\n"
-                                   "        and os.stat('/proc/' + p).st_uid == os.getuid()]\n"
-                                   "print(sorted(os.listdir('/tmp')), sorted(os.listdir('/dev/shm')), mine)\n")
+    seen, second = run_py(probers, LEFT)
     assert second == first and seen.stdout.strip() == "[] [] []", seen
 
 
@@ -84,6 +90,59 @@ def test_a_hung_run_is_stopped_at_its_limit_and_the_prober_goes_on(probers: Prob
     assert hung.timed_out and not hung.oom_killed, hung
     after, second = run_py(probers, "print('next')")
     assert second == first and after.stdout.strip() == "next" and not after.timed_out
+
+
+# A probe that leaves a daemon in a session of its own, and files and an unreadable directory in
+# /tmp and /dev/shm, then passes.
+LEAVER = """
+import json, os, subprocess
+subprocess.Popen(['sleep', '300'], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+for d in ('/tmp', '/dev/shm'):
+    open(d + '/.left', 'w').write('x')
+    os.makedirs(d + '/locked/deeper')
+    os.chmod(d + '/locked', 0)
+json.dump({"status": "pass", "checks": []}, open(os.environ["COMPAT_MATRIX_RESULT"], "w"))
+"""
+
+
+def test_the_real_driver_cleans_its_prober_up_itself_and_no_clean_up_exec_runs(
+        engine: DockerEngine, base_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    context = tmp_path / "ctx"
+    (context / "probes").mkdir(parents=True)
+    for name in ("_driver.py", "_probe.py"):
+        (context / "probes" / name).write_bytes((probing.probes_dir() / name).read_bytes())
+    (context / "probes" / "leaver.py").write_text(LEAVER)
+    (context / "Dockerfile").write_text(f"FROM {base_image}\nLABEL {RUN_LABEL}=integration-prober\n"
+                                        "COPY probes /probes\n")
+    image = "compat-matrix-test/prober-driver:integration"
+    assert engine.build(context, image).ok
+    cleans: list[str] = []
+    exec_ = engine.exec
+
+    def counting(container: str, command: list[str], *args, **kwargs):  # type: ignore[no-untyped-def]
+        if command == ["sh", "-c", prober.CLEAN]:
+            cleans.append(container)
+        return exec_(container, command, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "exec", counting)
+    probers = Probers(engine, image, labels=LABELS, volumes={}, sandbox=Sandbox("256m"))
+    try:
+        nonce = probing.new_nonce()
+        environment = {"COMPAT_MATRIX_NONCE": nonce, "COMPAT_MATRIX_PROBES": "leaver", "HOME": "/tmp"}
+
+        def counted(ran: RunResult) -> Ending | None:
+            report = probing.parse(ran.stdout, nonce)
+            assert ran.exit_code == 0 and report.complete and report.oom_kills == 0, ran
+            assert report.cleaned and report.oom_total is not None, ran
+            return Ending(report.oom_kills, report.oom_total)
+
+        ran, first = probers.run(["python3", "/probes/_driver.py"], environment, 120, counted)
+        assert [p["result"]["status"] for p in probing.parse(ran.stdout, nonce).probes] == ["pass"], ran
+        assert cleans == [first]  # the one when the prober started: none after the driver's run
+        seen, second = run_py(probers, LEFT)
+        assert second == first and seen.stdout.strip() == "[] [] []", seen
+    finally:
+        engine.remove_labelled("integration-prober")
 
 
 MATRIX = """

@@ -88,6 +88,7 @@ class FakeEngine:
         # started (labels and sandbox), the containers removed, and whether probes run one-shot.
         self.clean: RunResult = RunResult(0, "oom_kill 0\n", "")
         self.cleans: list[RunResult] = []  # said first, one each, before `clean`
+        self.clean_execs = 0
         self.probers: list[tuple[dict[str, str], Sandbox]] = []
         self.gone: list[str] = []
         self.one_shot = 0
@@ -140,8 +141,10 @@ class FakeEngine:
         if container.startswith("prober"):
             assert user == SANDBOX_USER
             if command == ["sh", "-c", prober.CLEAN]:
+                self.clean_execs += 1
                 return self.cleans.pop(0) if self.cleans else self.clean
             assert command[1].endswith("/_driver.py") and timeout_s is not None
+            assert (environment or {}).get("COMPAT_MATRIX_PROBER") == "1"  # told to clean up after itself
             self.probe_labels = self.probers[int(container[len("prober"):]) - 1][0]
             self.probed_in.append(container)
             probe = self._probe
@@ -266,13 +269,16 @@ def test_a_probe_wait_the_engine_dropped_is_infra_not_timeout(make_spec, tmp_pat
     assert engine.probe_labels[ROLE_LABEL] == PROBE and engine.started[0][ROLE_LABEL] == WORKBENCH
 
 
-def said(exit_code: int = 0, *, complete: bool = True, oom_kills: int | None = 0) -> Callable[[str], RunResult]:
-    """What a driver prints (its records start with the run's nonce) and how its exec ends."""
+def said(exit_code: int = 0, *, complete: bool = True, oom_kills: int | None = 0,
+         cleaned: bool | None = None, oom_total: int = 0) -> Callable[[str], RunResult]:
+    """What a driver prints (its records start with the run's nonce) and how its exec ends;
+    `cleaned`: what it says of its own clean-up of the prober (None: nothing)."""
     def run(nonce: str) -> RunResult:
         records = [{"kind": "env", "python": "3.11.7", "installed": {"numpy": "1.26.4"}},
                    {"kind": "probe", "probe": "imports", "returncode": 0, "result": {"status": "pass", "checks": []}}]
         if complete:
-            records.append({"kind": "done", **({"oom_kills": oom_kills} if oom_kills is not None else {})})
+            records.append({"kind": "done", **({"oom_kills": oom_kills} if oom_kills is not None else {}),
+                            **({"cleaned": cleaned, "oom_total": oom_total} if cleaned is not None else {})})
         return RunResult(exit_code, "".join(f"{nonce} {json.dumps(r)}\n" for r in records), "")
     return run
 
@@ -304,6 +310,23 @@ def test_probes_run_in_one_prober_and_the_drivers_count_of_oom_kills_is_each_cel
     [(labels, sandbox)] = engine.probers
     assert labels[ROLE_LABEL] == PROBE and labels[RUN_LABEL] == "run1" and sandbox.memory == "4g"
     assert (tmp_path / "other" / "prober").read_text().startswith("probed in container prober1")
+
+
+def test_a_driver_that_cleaned_up_its_prober_frees_it_with_no_clean_up_exec(make_spec, tmp_path: Path) -> None:
+    engine = FakeEngine(probe=said(cleaned=True, oom_total=2))
+    backend = DockerBackend(engine, make_spec(MATRIX), "run1")
+    assert backend.run_cell(CELL, logs(tmp_path, "cell")).outcome is Outcome.PASS
+    probers = backend._bases["b"].probers
+    assert probers is not None and [p.oom_kills for p in probers._free] == [2]  # free at once, at its count
+    assert engine.clean_execs == 1  # the one when the prober started
+    # A driver that could not clean up, or whose count is below the prober's (not to be believed):
+    # the clean-up runs after all, and its count is the prober's.
+    for cell, cleaned, total in ((OTHER, True, 1), (Cell("b", "together", (("numpy", "2.0.2"),)), False, 0)):
+        engine._probe = said(cleaned=cleaned, oom_total=total)
+        assert backend.run_cell(cell, logs(tmp_path, f"other-{cleaned}")).outcome is Outcome.PASS
+        wait_for_cleaning(backend)
+    assert engine.clean_execs == 3 and [p.oom_kills for p in probers._free] == [0]
+    assert engine.probed_in == ["prober1"] * 3 and engine.gone == []
 
 
 def test_a_driver_that_did_not_end_in_order_is_judged_on_the_clean_ups_count(make_spec, tmp_path: Path) -> None:
