@@ -48,6 +48,7 @@ from matrix.backends.engine import (
     ROLE_LABEL,
     RUN_LABEL,
     WORKBENCH,
+    AgentGone,
     BuildResult,
     ContainerState,
     EngineFault,
@@ -468,6 +469,7 @@ class DockerBackend:
                         b.benches.append(bench)
         if not bench:
             raise _NoPython()
+        gone = False
         try:
             copied = b.wheels.setdefault(bench, set())
             missing = {p: w for p, w in dockerfile.cell_wheels(cell, self.spec).items() if p not in copied}
@@ -475,9 +477,18 @@ class DockerBackend:
                 self.engine.put_files(bench, dict(missing))
                 copied |= set(missing)
             yield bench
+        except AgentGone:
+            gone = True  # it runs nothing more: the next cell of this worker starts a new one
+            raise
         finally:
             with b.lock:
-                b.free.append(bench)
+                if gone:
+                    b.benches.remove(bench)
+                    b.wheels.pop(bench, None)
+                else:
+                    b.free.append(bench)
+            if gone and not self.keep:
+                self.engine.remove(bench)
 
     def _install(self, bench: str, cell: Cell, venv: str, env: dict[str, str], log: list[str], *,
                  offline: bool, fingerprint: list[str]) -> Verdict | None:

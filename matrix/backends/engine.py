@@ -62,6 +62,10 @@ class EngineFault(Exception):
     """The daemon failed us (gone, refused, errored): the cell is an infra-error, not a verdict."""
 
 
+class AgentGone(EngineFault):
+    """A container's agent did not answer as asked: nothing more can be run in that container."""
+
+
 @dataclass(frozen=True)
 class BuildResult:
     ok: bool
@@ -464,13 +468,14 @@ class DockerEngine:
         that waits that long (the shared one gives up after 600 s of silence).
 
         In a container start() gave an agent, a command without `user` or `timeout_s` is the
-        agent's to run (no exec), and a lost agent an EngineFault as an exec's fault is."""
+        agent's to run (no exec), and a lost agent is AgentGone (an EngineFault, as an exec's fault
+        is, after which the container runs nothing more)."""
         agent = self._agents.get(container) if user is None and timeout_s is None else None
         if agent is not None:
             try:
                 code, out, err = agent.call(command, environment or {})
             except AgentLost as e:
-                raise EngineFault(f"running {what or command[0]} in {container[:12]}: {e}") from e
+                raise AgentGone(f"running {what or command[0]} in {container[:12]}: {e}") from e
             except AgentCouldNotStart as e:
                 raise EngineFault(f"running {what or command[0]} in {container[:12]}: the workbench's agent "
                                   f"could not start it: {str(e)[:300]}") from e

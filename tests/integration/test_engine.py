@@ -10,7 +10,8 @@ import threading
 import docker
 import pytest
 
-from matrix.backends.engine import HOST_LABEL, PROBE, ROLE_LABEL, RUN_LABEL, DockerEngine, EngineFault
+from matrix import probing
+from matrix.backends.engine import HOST_LABEL, PROBE, ROLE_LABEL, RUN_LABEL, AgentGone, DockerEngine, EngineFault
 
 
 def test_the_socket_and_the_sdk_answer_alike(engine: DockerEngine, base_image: str) -> None:
@@ -75,3 +76,31 @@ def test_only_the_clock_makes_a_timeout_and_the_engines_own_doings_are_faults(en
         assert engine.exec(bench, ["sh", "-c", "echo said; exit 3"]).exit_code == 3  # the command's own
     finally:
         engine.remove_labelled("engine-test-faults")
+
+
+def test_a_workbenchs_agent_runs_its_commands_and_one_that_is_gone_is_said_so(engine: DockerEngine,
+                                                                              base_image: str, tmp_path) -> None:
+    # The real agent, in a container of the base with the probes directory copied in (the prefix
+    # image has it at the same place).
+    labels = {RUN_LABEL: "integration-agent"}
+    bench = engine.start(base_image, ["sh", "-c", "mkdir -p /probes; while [ ! -f /probes/go ]; do sleep 0.05; done; "
+                                      "exec python3 -I /probes/_workbench.py"], labels=labels, volumes={}, agent=True)
+    try:
+        engine.put_files(bench, {"/probes/_workbench.py": probing.probes_dir() / "_workbench.py", "/probes/go": b""})
+        ran = engine.exec(bench, ["sh", "-c", 'printf "%s" "$ADDED"; printf err >&2; exit 5'], {"ADDED": "x y"})
+        assert (ran.exit_code, ran.stdout, ran.stderr) == (5, "x y", "err")
+        big = engine.exec(bench, ["python3", "-c", "import sys; sys.stdout.write('x' * (3 << 20))"])
+        assert big.exit_code == 0 and len(big.stdout) == 3 << 20  # many frames of the engine's stream
+        with pytest.raises(EngineFault, match="could not start it"):
+            engine.exec(bench, ["/no/such/program"])
+        assert engine.exec(bench, ["true"]).exit_code == 0  # that was its answer: it goes on
+        as_nobody = engine.exec(bench, ["id", "-u"], user="65534")  # with a user: an exec of the engine's
+        assert as_nobody.stdout.strip() == "65534"
+        assert engine.exec(bench, ["sh", "-c", "kill -9 1; echo on"]).stdout == "on\n"  # PID 1 of its namespace
+        engine.client.api.kill(bench)  # from outside, it is not
+        with pytest.raises(AgentGone, match="agent ended"):
+            engine.exec(bench, ["true"])
+        with pytest.raises(AgentGone, match="agent ended"):  # lost for good
+            engine.exec(bench, ["true"])
+    finally:
+        engine.remove_labelled("integration-agent")

@@ -24,6 +24,7 @@ from matrix.backends.engine import (
     RUN_LABEL,
     SANDBOX_USER,
     WORKBENCH,
+    AgentGone,
     BuildResult,
     ContainerState,
     EngineFault,
@@ -386,6 +387,20 @@ def test_a_setup_exec_that_hit_an_engine_fault_is_that_cells_infra_error_only(ma
     engine = FakeEngine(setup=EngineFault("running sh in bench1: read timed out"))
     rec = DockerBackend(engine, make_spec(MATRIX), "run2").run_cell(CELL, tmp_path)
     assert rec.outcome is Outcome.INFRA_ERROR and "read timed out" in rec.error
+
+
+def test_a_workbench_whose_agent_is_gone_is_replaced_for_the_next_cell(make_spec, tmp_path: Path) -> None:
+    engine = FakeEngine(AgentGone("running sh in bench1: the workbench's agent announced 1 + 99999999999 bytes"))
+    backend = DockerBackend(engine, make_spec(MATRIX), "run1")
+    rec = backend.run_cell(CELL, logs(tmp_path, "cell"))
+    assert rec.outcome is Outcome.INFRA_ERROR and "announced" in rec.error
+    assert engine.gone == ["bench1"]  # it runs nothing more
+    engine._install = INSTALLED
+    engine._probe = said()
+    assert backend.run_cell(OTHER, logs(tmp_path, "other")).outcome is Outcome.PASS
+    assert len(engine.started) == 2 and engine.execs[-1][0][2].startswith("/opt/compat-matrix/bin/uv venv")
+    backend.close(interrupted=False)
+    assert "rm -rf /opt/compat-matrix/cache/venvs/run1" in engine.execs[-1][0][-1]  # in the new one
 
 
 def test_a_python_killed_during_set_up_is_infra_a_python_that_fails_is_the_bases(make_spec, tmp_path: Path) -> None:
