@@ -1,60 +1,108 @@
 """A workbench's agent (probes/_workbench.py) and the host's end of it (matrix/backends/agent.py).
 
-The agent is run for real here, on this machine's Python; the host's end reads an engine's
-multiplexed stream, made by these tests frame by frame (the real engine's: tests/integration).
+The agent is run for real here, in a process of its own on this machine's Python; the host's end
+reads an engine's multiplexed stream, made by these tests frame by frame (the real engine's:
+tests/integration/test_engine.py).
 """
 
 from __future__ import annotations
 
-import io
 import json
+import os
 import socket
 import struct
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from matrix.backends import agent as host
-from probes import _workbench
+from matrix.probing import probes_dir
 
 STDOUT, STDERR = 1, 2
 
 
-def serve(*requests: dict[str, object] | bytes) -> bytes:
-    lines = [r if isinstance(r, bytes) else json.dumps(r).encode() + b"\n" for r in requests]
-    out = io.BytesIO()
-    _workbench.serve(iter(lines), out)
-    return out.getvalue()
+class Live:
+    """The real agent in a process of its own, its stdin and stdout pipes of this test's."""
+
+    def __init__(self, **env: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-I", str(probes_dir() / "_workbench.py")],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**os.environ, **env})
+
+    def ask(self, request: dict[str, object] | bytes) -> tuple[list[bytes], bytes]:
+        """The answer's header (split) and the bytes after it."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(request if isinstance(request, bytes) else json.dumps(request).encode() + b"\n")
+        self.proc.stdin.flush()
+        head = self.proc.stdout.readline().split()
+        size = int(head[2]) if head[1] == b"start" else int(head[2]) + int(head[3])
+        return head, self.proc.stdout.read(size)
+
+    def close(self) -> int:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        return self.proc.wait(timeout=30)
 
 
-def test_the_agent_answers_with_exit_code_and_each_streams_bytes() -> None:
-    got = serve({"id": "a1", "argv": ["sh", "-c", "printf out; printf 'err\\n' >&2; exit 7"]})
-    assert got == b"a1 7 3 4\nouterr\n"
+@pytest.fixture
+def live() -> Iterator[Live]:
+    agent = Live(FROM_CONTAINER="base")
+    yield agent
+    agent.proc.kill()
+    agent.proc.wait()
+    for pipe in (agent.proc.stdin, agent.proc.stdout):
+        if pipe is not None:
+            pipe.close()
 
 
-def test_the_agent_adds_env_to_its_own_and_closes_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FROM_CONTAINER", "base")
-    got = serve({"id": "e", "argv": ["sh", "-c", 'printf "%s %s" "$FROM_CONTAINER" "$ADDED"; cat'],
-                 "env": {"ADDED": "x y"}})
-    assert got == b"e 0 8 0\nbase x y"
+def test_the_agent_answers_with_exit_code_and_each_streams_bytes(live: Live) -> None:
+    head, body = live.ask({"id": "a1", "argv": ["sh", "-c", "printf out; printf 'err\\n' >&2; exit 7"]})
+    assert (head, body) == ([b"a1", b"7", b"3", b"4"], b"outerr\n")
+    big = live.ask({"id": "a2", "argv": [sys.executable, "-c", "import sys; sys.stdout.write('x' * 300000)"]})
+    assert big == ([b"a2", b"0", b"300000", b"0"], b"x" * 300000)
 
 
-def test_a_signal_is_a_shells_status_and_a_program_that_cannot_start_is_said_so() -> None:
-    got = serve({"id": "k", "argv": ["sh", "-c", "kill -9 $$"]},
-                {"id": "m", "argv": ["/no/such/program"]})
-    first, rest = got.split(b"\n", 1)
-    assert first == b"k 137 0 0"
-    head, words = rest.split(b"\n", 1)
-    assert head.split()[:2] == [b"m", b"start"] and int(head.split()[2]) == len(words)
-    assert b"/no/such/program" in words
+def test_the_agent_adds_env_to_its_own_and_closes_stdin(live: Live) -> None:
+    got = live.ask({"id": "e", "argv": ["sh", "-c", 'printf "%s %s" "$FROM_CONTAINER" "$ADDED"; cat'],
+                    "env": {"ADDED": "x y"}})
+    assert got == ([b"e", b"0", b"8", b"0"], b"base x y")
 
 
-def test_a_request_that_is_not_one_is_answered_so_and_the_agent_goes_on() -> None:
-    got = serve(b"{not json\n", {"id": "ok", "argv": ["true"]})
-    head, rest = got.split(b"\n", 1)
-    assert head.split()[:2] == [b"-", b"start"]
-    assert rest[int(head.split()[2]):] == b"ok 0 0 0\n"
+def test_a_signal_is_a_shells_status_and_a_program_that_cannot_start_is_said_so(live: Live) -> None:
+    assert live.ask({"id": "k", "argv": ["sh", "-c", "kill -9 $$"]}) == ([b"k", b"137", b"0", b"0"], b"")
+    head, words = live.ask({"id": "m", "argv": ["/no/such/program"]})
+    assert head[:2] == [b"m", b"start"] and b"/no/such/program" in words
+
+
+def test_a_request_that_is_not_one_is_answered_so_and_the_agent_goes_on(live: Live) -> None:
+    head, words = live.ask(b"{not json\n")
+    assert head[:2] == [b"-", b"start"] and words.startswith(b"not a request")
+    assert live.ask({"id": "ok", "argv": ["true"]}) == ([b"ok", b"0", b"0", b"0"], b"")
+
+
+def test_when_its_stdin_ends_the_agent_kills_the_command_under_way_and_ends(live: Live, tmp_path: Path) -> None:
+    # The run that holds the workbench's stdin is gone: its install is not waited for.
+    pid_file = tmp_path / "pid"
+    assert live.proc.stdin is not None
+    live.proc.stdin.write(json.dumps({"id": "s", "argv": ["sh", "-c", f"sleep 300 & echo $! > {pid_file}; wait"]})
+                          .encode() + b"\n")
+    live.proc.stdin.flush()
+    deadline = time.monotonic() + 30
+    while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    sleeper = int(pid_file.read_text())
+    assert live.close() == 0
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{sleeper}").exists() and time.monotonic() < deadline:  # killed (a zombie until reaped)
+        if Path(f"/proc/{sleeper}/stat").read_text().split(") ")[-1].startswith("Z"):
+            break
+        time.sleep(0.02)
+    else:
+        assert not Path(f"/proc/{sleeper}").exists()
 
 
 # The host's end, against a stream made here as the engine makes it.
