@@ -49,12 +49,10 @@ Timings are the machine's: on a shared 2-core machine they move by tens of perce
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -66,6 +64,7 @@ from pathlib import Path
 
 from benchmarks import baselines
 from benchmarks.bench import unique_wheel_bytes
+from benchmarks.counting_proxy import WHEEL_HOST, CountingProxy
 from matrix import sweep
 from matrix.store import Outcome, Record, load_records
 
@@ -74,79 +73,8 @@ MATRIX_12 = HERE / "matrix-12.yaml"
 MATRIX_800 = HERE / "matrix-800.yaml"
 LAUNCHER = HERE / "rsslaunch.py"
 TARGETS = {"per_cell": 1.2, "rss_mb": 300.0, "bytes": 1.05}
-WHEEL_HOST = "files.pythonhosted.org"
 # A cell's verdict line in a run's output (sweep._Sweep.finish_line): "<pad> [cell:] outcome in 1.2s".
 _VERDICT = re.compile(r"^ +(?:\S+: )?(?:" + "|".join(re.escape(o.value) for o in Outcome) + r") in [0-9.]+s")
-
-
-class CountingProxy:
-    """An HTTP CONNECT proxy on 127.0.0.1 that counts, per host, the bytes the far end sends back.
-
-    The TLS inside the tunnel is untouched (uv verifies the index's certificate as always); only
-    its length is counted, so a host's figure is its payload plus a little TLS framing."""
-
-    def __init__(self) -> None:
-        self.received: Counter[str] = Counter()
-        self._lock = threading.Lock()
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}"
-        threading.Thread(target=self._accept, name="counting-proxy", daemon=True).start()
-
-    def close(self) -> None:
-        self._server.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._server.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._tunnel, args=(conn,), daemon=True).start()
-
-    def _tunnel(self, client: socket.socket) -> None:
-        with client:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                chunk = client.recv(65536)
-                if not chunk:
-                    return
-                head += chunk
-            request, _, rest = head.partition(b"\r\n\r\n")
-            words = request.split(b"\r\n", 1)[0].decode("latin-1").split()
-            if len(words) < 2 or words[0] != "CONNECT":
-                client.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
-                return
-            host, _, port = words[1].rpartition(":")
-            try:
-                upstream = socket.create_connection((host, int(port)), timeout=60)
-            except (OSError, ValueError):
-                client.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
-                return
-            with upstream:
-                upstream.settimeout(None)
-                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                if rest:
-                    upstream.sendall(rest)
-                up = threading.Thread(target=self._pipe, args=(client, upstream, None), daemon=True)
-                up.start()
-                self._pipe(upstream, client, host)
-                up.join()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket, host: str | None) -> None:
-        try:
-            while True:
-                data = src.recv(1 << 18)
-                if not data:
-                    break
-                dst.sendall(data)
-                if host is not None:
-                    with self._lock:
-                        self.received[host] += len(data)
-        except OSError:
-            pass
-        finally:
-            with contextlib.suppress(OSError):
-                dst.shutdown(socket.SHUT_WR)
 
 
 @dataclass
@@ -264,9 +192,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{os.cpu_count()} cores", flush=True)
 
         proxy = CountingProxy()
-        env.update(HTTPS_PROXY=proxy.url, https_proxy=proxy.url)
-        for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
-            env.pop(name, None)
+        env = proxy.environ(env)
 
         def fresh(name: str) -> dict[str, str]:
             """Empty package and tool caches of their own (the verdicts, bytecode, index answers)."""
