@@ -408,8 +408,10 @@ def main():
     if oom_before is not None and oom_after is not None:
         done["oom_kills"] = oom_after - oom_before
     if env.get(PROBER_VAR) == "1":
-        done["cleaned"] = oom_after is not None and clean_up()
-        done["oom_total"] = oom_after
+        cleaned = clean_up()
+        total = oom_kills()  # after it: what the next run in the prober starts from
+        done["cleaned"] = cleaned and total is not None
+        done["oom_total"] = total
     emit(done)
 
 
