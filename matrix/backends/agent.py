@@ -58,6 +58,8 @@ class Agent:
                 self.sock.sendall(request)
                 header = self._line().decode("ascii", "replace").split()
                 if len(header) == 3 and header[:2] == [rid, "start"] and header[2].isdigit():
+                    if int(header[2]) > MAX_HEADER * 16:
+                        raise AgentLost(f"the workbench's agent announced {header[2]} bytes of words")
                     raise AgentCouldNotStart(self._take(int(header[2])).decode("utf-8", "replace"))
                 if len(header) != 4 or header[0] != rid or not all(h.lstrip("-").isdigit() for h in header[1:]):
                     raise AgentLost(f"the workbench's agent answered something else: {' '.join(header)[:100]!r}")

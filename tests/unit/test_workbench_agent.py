@@ -173,6 +173,7 @@ def test_the_host_reads_an_answer_in_frames_of_any_size_and_the_agents_stderr_as
 @pytest.mark.parametrize(("reply", "words"), [
     (lambda req: frame(STDOUT, b"0123456789abcdef 0 0 0\n"), "answered something else"),  # another request's
     (lambda req: frame(STDOUT, f"{req['id']} 0 {host.MAX_OUTPUT + 1} 0\n".encode()), "announced"),
+    (lambda req: frame(STDOUT, f"{req['id']} start {host.MAX_OUTPUT}\n".encode()), "announced"),
     (lambda req: frame(STDOUT, b"x" * (host.MAX_HEADER + 10)), "no answer"),
     (lambda req: frame(3, b"?"), "frame of kind 3"),
     (lambda req: None, "agent ended"),
