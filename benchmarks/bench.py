@@ -13,9 +13,10 @@ layered} (benchmarks/matrix-12.yaml) it times, with warm package caches:
 
 and then the bytes a sweep fetches from the wheel host with a cold package cache (counted per host
 by a proxy of the benchmark's, benchmarks/counting_proxy.py: the index's pages apart) against the
-bytes of the unique wheels it installs, and the engine-free micro-benchmarks (planning 10 000 cells, the table of 100 000
-records). Every way must give every cell the same outcome. Issue #18's ratios too: docker / venv
-wall (≤ 1.25) and docker against the peer (≥ 2×). Exit status 1 when a target is missed.
+bytes of the unique wheels it installs, and the engine-free micro-benchmarks (planning 10 000
+cells, the table of 100 000 records). Every way must give every cell the same outcome. Issue #18's
+ratios too: docker / venv wall (≤ 1.25) and docker against the peer (≥ 2×). Exit status 1 when a
+target is missed.
 
 `--large` (`nox -s bench -- --large`) then runs issue #18's growth benchmark (benchmarks/growth.py:
 800 cells on the venv backend from an empty package cache, time per probed cell, the tool's peak
