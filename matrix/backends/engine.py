@@ -369,14 +369,12 @@ class DockerEngine:
             if sandbox is None:
                 host_config = api.create_host_config(
                     network_mode="host", binds={name: {"bind": path, "mode": "rw"} for name, path in volumes.items()})
-                user = "0:0"
             else:
                 # Its init and idle command run as root (with no capability: they cannot do more
                 # than nobody), so the cells' processes, exec'd as nobody, cannot stop them.
                 host_config = api.create_host_config(init=True, binds=sandbox.binds(volumes), **sandbox.settings())
-                user = "0:0"
             created = api.create_container(
-                image, entrypoint=command, command=[], labels=labels, user=user, stdin_open=True, detach=False,
+                image, entrypoint=command, command=[], labels=labels, user="0:0", stdin_open=True, detach=False,
                 volumes=list(volumes.values()), host_config=host_config)
         except _sdk.faults as e:
             raise EngineFault(f"creating a container from {image}: {_short(e)}") from e

@@ -41,8 +41,9 @@ from typing import Protocol
 from matrix.backends.engine import SANDBOX_USER, ContainerState, EngineFault, Sandbox, killed_from_outside
 from matrix.probing import RunResult
 
-# What a workbench or a prober idles in: a shell reading its stdin, which the run's process holds
-# (engine.start), so it ends when the run does, however the run ends.
+# What a prober idles in: a shell reading its stdin, which the run's process holds (engine.start),
+# so it ends when the run does, however the run ends. (A workbench runs its agent instead,
+# probes/_workbench.py, which ends so too.)
 IDLE = ["sh", "-c", "while read -r _; do :; done"]
 # CLEAN exits 70 when processes would not die, 71 when files would not go, and this when the
 # container cannot read its count of OOM kills.
