@@ -158,31 +158,42 @@ def kill_strays(group):
     """Kill what is left of a probe: its process group, and whatever was orphaned to this driver
     (a daemon that left the group); returns how many processes that was."""
     me = os.getpid()
+    return len(kill_all(lambda ppid, pgrp: pgrp == group or ppid == me, 50)[0])
+
+
+def kill_all(match, rounds):
+    """Kill every live process but this one that `match(ppid, pgrp)` picks, round after round (a
+    process may fork while it is being killed) until a round kills none (one not ours to kill,
+    root's, is left alone), at most `rounds` of them; this driver's zombies are reaped, not
+    counted. The pids killed, and whether a round killed none."""
+    me = os.getpid()
     killed = set()
-    for _ in range(50):  # a stray may fork while it is being killed: a few rounds
-        found = [pid for pid, ppid, pgrp in _processes()
-                 if pid != me and (pgrp == group or ppid == me) and pid not in killed]
-        try:  # zombies of this driver's own children are reaped, not counted
-            while os.waitpid(-1, os.WNOHANG)[0] > 0:
-                pass
-        except ChildProcessError:
-            pass
-        live = [pid for pid in found if _alive(pid)]
-        if not live:
-            break
-        for pid in live:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed.add(pid)
-            except OSError:
-                pass
+    for _ in range(rounds):
+        reap()
+        hit = False
+        for pid, ppid, pgrp in _processes():
+            if pid != me and match(ppid, pgrp) and _alive(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.add(pid)
+                    hit = True
+                except OSError:
+                    pass  # not ours to kill, or gone
+        if not hit:
+            reap()
+            return killed, True
         time.sleep(0.01)
+    reap()
+    return killed, False
+
+
+def reap():
+    """Reap this driver's children that have ended."""
     try:
         while os.waitpid(-1, os.WNOHANG)[0] > 0:
             pass
     except ChildProcessError:
         pass
-    return len(killed)
 
 
 def _alive(pid):
@@ -200,25 +211,7 @@ def clean_up():
     here so the host need not exec it: kill every process this user may (the container's init and
     idle command are root's) until none is left but zombies, and empty /tmp and /dev/shm, the only
     places a cell can write. Whether that left the prober clean."""
-    me = os.getpid()
-    for _ in range(100):
-        killed = False
-        for pid, _ppid, _pgrp in _processes():
-            if pid != me and _alive(pid):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                    killed = True
-                except OSError:
-                    pass  # not ours to kill (root's), or gone
-        try:
-            while os.waitpid(-1, os.WNOHANG)[0] > 0:
-                pass
-        except ChildProcessError:
-            pass
-        if not killed:
-            break
-        time.sleep(0.01)
-    else:
+    if not kill_all(lambda ppid, pgrp: True, 100)[1]:
         return False
     clean = True
     for top in ("/tmp", "/dev/shm"):
