@@ -57,6 +57,16 @@ def test_a_run_that_meets_the_memory_limit_is_an_oom_and_the_next_run_in_the_pro
     assert second == first and fine.stdout.strip() == "fine" and not fine.oom_killed, fine
 
 
+# What a run leaves: a daemon in a session of its own, files and an unreadable directory in /tmp
+# and /dev/shm.
+LEAVE = """
+import os, subprocess
+subprocess.Popen(['sleep', '300'], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+for d in ('/tmp', '/dev/shm'):
+    open(d + '/.left', 'w').write('x')
+    os.makedirs(d + '/locked/deeper')
+    os.chmod(d + '/locked', 0)
+"""
 # What the last run left in the prober: /tmp, /dev/shm and the processes of the probes' user.
 LEFT = ("import os\n"
         "mine = [p for p in os.listdir('/proc') if p.isdigit() and int(p) != os.getpid()\n"
@@ -65,14 +75,7 @@ LEFT = ("import os\n"
 
 
 def test_what_a_run_leaves_behind_is_gone_before_the_next(probers: Probers) -> None:
-    # A daemon in a session of its own, files and an unreadable directory in /tmp and /dev/shm.
-    left, first = run_py(probers, "import os, subprocess\n"
-                                  "subprocess.Popen(['sleep', '300'], start_new_session=True,\n"
-                                  "                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
-                                  "for d in ('/tmp', '/dev/shm'):\n"
-                                  "    open(d + '/.left', 'w').write('x')\n"
-                                  "    os.makedirs(d + '/locked/deeper')\n"
-                                  "    os.chmod(d + '/locked', 0)\n")
+    left, first = run_py(probers, LEAVE)
     assert left.exit_code == 0, left
     seen, second = run_py(probers, LEFT)
     assert second == first and seen.stdout.strip() == "[] [] []", seen
@@ -92,15 +95,8 @@ def test_a_hung_run_is_stopped_at_its_limit_and_the_prober_goes_on(probers: Prob
     assert second == first and after.stdout.strip() == "next" and not after.timed_out
 
 
-# A probe that leaves a daemon in a session of its own, and files and an unreadable directory in
-# /tmp and /dev/shm, then passes.
-LEAVER = """
-import json, os, subprocess
-subprocess.Popen(['sleep', '300'], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-for d in ('/tmp', '/dev/shm'):
-    open(d + '/.left', 'w').write('x')
-    os.makedirs(d + '/locked/deeper')
-    os.chmod(d + '/locked', 0)
+# The same as a probe, which then passes.
+LEAVER = LEAVE + """import json
 json.dump({"status": "pass", "checks": []}, open(os.environ["COMPAT_MATRIX_RESULT"], "w"))
 """
 
