@@ -40,7 +40,8 @@ class Backend(Protocol):
     def cancel(self) -> None:
         """Stop the cells under way on other threads (an interrupt): their run_cell raises Cancelled."""
     def idle(self) -> None:
-        """A worker has no cell left to take while others finish theirs: tidy what is through."""
+        """A worker has no cell left to take while others finish theirs: tidy what is through (or
+        start to: close() then waits for it)."""
 
 
 class Terminated(BaseException):

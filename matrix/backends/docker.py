@@ -175,6 +175,7 @@ class DockerBackend:
         self._bases: dict[str, _Base] = {}
         self._kept: list[str] = []  # with --keep: where each cell's venv is, and how to look inside
         self._through: dict[str, list[str]] = {}  # base → the cells that are through (their venvs' names)
+        self._tidying: list[threading.Thread] = []  # idle workers' tidies (idle())
         self._cancelled = False
 
     def start(self) -> list[str]:
@@ -198,15 +199,30 @@ class DockerBackend:
             return list(self._kept)
 
     def close(self, *, interrupted: bool) -> None:
-        """Remove whatever the run left on the engine (all of it unless --keep)."""
+        """Remove whatever the run left on the engine (all of it unless --keep): the probers go
+        while the venvs are removed in a workbench, then the workbenches and whatever else is
+        left, by label."""
         try:
             for b in self._bases.values():
                 if b.probers is not None:
                     b.probers.settle(timeout_s=5.0 if interrupted else 60.0)
+            removing = []
+            if not self.keep:
+                probers = [c for b in self._bases.values() if b.probers is not None for c in b.probers.take_all()]
+                removing = [threading.Thread(target=self.engine.remove, args=(c,), name="compat-matrix-remove",
+                                             daemon=True) for c in probers]
+                for thread in removing:
+                    thread.start()
+            with self._lock:
+                tidying, self._tidying = self._tidying, []
+            for thread in tidying:  # an idle worker's tidy (idle()): it holds a workbench
+                thread.join(timeout=5.0 if interrupted else 600.0)
             if not self.keep:
                 for b in self._bases.values():
                     if b.benches:  # gone already after an interrupt, maybe: then the next run's bench
                         self._remove(b.benches[0])
+                for thread in removing:
+                    thread.join(timeout=60.0)
                 # An interrupted build goes on in the daemon for a moment: wait it out.
                 self.engine.remove_labelled(self.run_id, settle_s=8.0 if interrupted else 0.0)
         finally:
@@ -214,7 +230,15 @@ class DockerBackend:
 
     def idle(self) -> None:
         """A worker with no cell left to take removes the venvs of the cells that are through (in
-        a workbench no cell is using), while the others finish: less for close() to remove."""
+        a workbench no cell is using), while the others finish: less for close() to remove. In
+        the background: the worker is through at once, so when the others finish first the tidy
+        does not hold up the run's end (close() waits for it instead, while the table is written)."""
+        thread = threading.Thread(target=self._tidy, name="compat-matrix-tidy", daemon=True)
+        with self._lock:
+            self._tidying.append(thread)
+        thread.start()
+
+    def _tidy(self) -> None:
         with self._lock:
             through, self._through = self._through, {}
         for base, venvs in through.items():

@@ -157,6 +157,14 @@ class Probers:
         with self._ready:
             self._ready.wait_for(lambda: not self._pending, timeout=timeout_s)
 
+    def take_all(self) -> list[str]:
+        """The free probers' containers, no longer handed out (the run is over: the caller removes
+        them). Call after settle(): a prober still starting or being cleaned is left to the sweep by
+        label."""
+        with self._ready:
+            free, self._free = self._free, []
+        return [p.container for p in free]
+
     def run(self, command: list[str], environment: dict[str, str], timeout_s: float,
             counted: Callable[[RunResult], Ending | None]) -> tuple[RunResult, str]:
         """Run the driver `command` in a free prober, bounded by `timeout_s`, then clean up. Returns

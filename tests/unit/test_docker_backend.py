@@ -8,6 +8,7 @@ import json
 import os
 import re
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -17,7 +18,7 @@ import pytest
 
 from matrix import probing
 from matrix.backends import prober
-from matrix.backends.docker import KEEP_MARK, DockerBackend, prefix_failure, reap_script
+from matrix.backends.docker import KEEP_MARK, DockerBackend, cell_key, prefix_failure, reap_script
 from matrix.backends.engine import (
     PROBE,
     ROLE_LABEL,
@@ -211,6 +212,41 @@ def test_engine_fault_is_infra_error_and_the_runs_venvs_still_go(make_spec, tmp_
     script = engine.execs[-1][0][-1]
     assert engine.execs[-1][0][:2] == ["sh", "-c"] and script.endswith("rm -rf /opt/compat-matrix/cache/venvs/run1")
     assert engine.removed == [("run1", None)]
+
+
+def test_an_idle_workers_tidy_does_not_hold_up_the_run_and_the_probers_go_meanwhile(make_spec,
+                                                                                   tmp_path: Path) -> None:
+    """idle() is the tidy's start, not its end: the worker is through at once. close() removes
+    the probers while that tidy still runs, and removes the rest of the run's venvs after it."""
+    engine = FakeEngine(probe=RunResult(0, "", ""))
+    backend = DockerBackend(engine, make_spec(MATRIX), "run1")
+    backend.run_cell(CELL, tmp_path)
+    backend.run_cell(OTHER, tmp_path)
+    release, tidying = threading.Event(), threading.Event()
+    plain = engine.exec
+
+    def exec_(container: str, command: list[str], *args: object, **kwargs: object) -> RunResult:
+        if "rm -rf" in command[-1] and "printf" in command[-1]:  # the tidy: these cells' venvs by name
+            tidying.set()
+            assert release.wait(timeout=30)
+        return plain(container, command, *args, **kwargs)  # type: ignore[arg-type]
+
+    engine.exec = exec_  # type: ignore[method-assign]
+    started = time.monotonic()
+    backend.idle()
+    assert tidying.wait(timeout=30) and time.monotonic() - started < 5
+    closing = threading.Thread(target=backend.close, kwargs={"interrupted": False})
+    closing.start()
+    deadline = time.monotonic() + 30
+    while "prober1" not in engine.gone and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert engine.gone == ["prober1"] and closing.is_alive() and engine.removed == []
+    release.set()
+    closing.join(timeout=30)
+    assert not closing.is_alive()
+    tidy, last = [c[-1] for c, _ in engine.execs if "xargs" in c[-1]]  # the tidy, then close()'s
+    assert all(cell_key(c) in tidy for c in (CELL, OTHER))
+    assert last.endswith("rm -rf /opt/compat-matrix/cache/venvs/run1") and engine.removed == [("run1", None)]
 
 
 def test_failed_install_is_classified_and_credentials_stay_in_a_private_file(make_spec, tmp_path: Path) -> None:
