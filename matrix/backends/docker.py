@@ -449,6 +449,8 @@ class DockerBackend:
             script.append(reap_script(dockerfile.VENVS, live))
         mine = f"{dockerfile.VENVS}/{self.run_id}"
         script.append(f"mkdir -p {shlex.join([mine, *links])}")
+        if first:  # the cells' venvs spread over the file system (dockerfile.SPREAD)
+            script.append(f"{python} -I -c {shlex.quote(dockerfile.SPREAD)} {shlex.quote(mine)} 2>/dev/null || :")
         if self.keep:
             script.append(f"touch {shlex.quote(f'{mine}/{KEEP_MARK}')}")
         try:

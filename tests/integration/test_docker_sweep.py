@@ -139,6 +139,16 @@ def test_keep_keeps_the_venv_and_reproduce_rebuilds_the_same_verdict(
                                     volumes={look[5].split(":")[0]: {"bind": look[5].split(":")[1], "mode": "ro"}},
                                     network_mode="none", remove=True, labels={RUN_LABEL: run_id})
         assert out.strip() == b"1.26.4"
+        # The run's directory is the top of a hierarchy (TOPDIR) where the volume's file system has
+        # the flag (ext2/3/4): its venvs are spread over the file system's block groups.
+        flags = ("import fcntl, os, struct, sys; fd = os.open(sys.argv[1], os.O_RDONLY); "
+                 "print(struct.unpack('i', fcntl.ioctl(fd, 0x80086601, struct.pack('i', 0)))[0] & 0x20000)")
+        out = client.containers.run(look[6], ["sh", "-c", 'stat -f -c %T "$1"; python3 -c "$2" "$1"', "-",
+                                              venv.rsplit("/", 1)[0], flags],
+                                    volumes={look[5].split(":")[0]: {"bind": look[5].split(":")[1], "mode": "ro"}},
+                                    network_mode="none", remove=True, labels={RUN_LABEL: run_id})
+        kind, topdir = out.decode().split()
+        assert topdir == ("131072" if kind.startswith("ext") else "0"), out
     finally:
         engine.remove_labelled(run_id)
 

@@ -4,10 +4,14 @@ engine stopped under a probe and real concurrent runs are in tests/integration."
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
+import shlex
+import struct
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from matrix import probing
-from matrix.backends import prober
+from matrix.backends import dockerfile, prober
 from matrix.backends.docker import KEEP_MARK, DockerBackend, cell_key, prefix_failure, reap_script
 from matrix.backends.engine import (
     PROBE,
@@ -600,6 +604,41 @@ def test_reap_script_spares_live_kept_and_new_run_directories(tmp_path: Path) ->
     # No live run at all (the volume's first use) is a valid script too.
     subprocess.run(["sh", "-c", reap_script(str(venvs), set())], check=True, timeout=30)
     assert not (venvs / "live").exists() and (venvs / "dead-new").exists()
+
+
+def _flags(path: Path) -> int:
+    """A directory's inode flags (FS_IOC_GETFLAGS, as `lsattr -d` reads them)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return struct.unpack("i", fcntl.ioctl(fd, 0x80086601, struct.pack("i", 0)))[0]
+    finally:
+        os.close(fd)
+
+
+def test_the_runs_venvs_are_spread_over_the_file_system(make_spec, tmp_path: Path) -> None:
+    """The base's first workbench marks the run's directory as the top of a hierarchy (TOPDIR):
+    on ext4 its venvs then go to block groups of their own, not where the last run's were freed."""
+    engine = FakeEngine(probe=RunResult(0, "", ""))
+    backend = DockerBackend(engine, make_spec(MATRIX), "run1")
+    backend.run_cell(CELL, tmp_path)
+    backend.run_cell(OTHER, tmp_path)  # the same workbench: it says it once
+    [setup] = engine.setups()
+    python = "python3"
+    spread = f"{python} -I -c {shlex.quote(dockerfile.SPREAD)} /opt/compat-matrix/cache/venvs/run1 2>/dev/null || :"
+    assert spread in setup.splitlines()  # a line of its own: the set-up goes on past it
+    # The line itself, run in a real shell on a directory of this machine's file system: the flag is
+    # set where the file system has it (ext2/3/4: `stat -f` names them all "ext2/ext3"), and where it
+    # has not, the line fails quietly and the set-up goes on.
+    run = tmp_path / "venvs" / "run1"
+    run.mkdir(parents=True)
+    done = subprocess.run(["sh", "-c", spread.replace("/opt/compat-matrix/cache/venvs/run1", shlex.quote(str(run)))
+                           .replace(python, shlex.quote(sys.executable), 1) + " && echo went-on"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout == "went-on\n" and done.stderr == ""
+    kind = subprocess.run(["stat", "-f", "-c", "%T", str(run)], capture_output=True, text=True, check=True).stdout
+    if kind.startswith("ext"):
+        assert _flags(run) & 0x20000  # FS_TOPDIR_FL
+        assert not _flags(run.parent) & 0x20000
 
 
 def test_keep_marks_the_runs_venvs_and_lists_them(make_spec, tmp_path: Path) -> None:
