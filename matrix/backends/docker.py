@@ -354,13 +354,14 @@ class DockerBackend:
 
     def _remove(self, bench: str, venvs: list[str] | None = None) -> None:
         """Remove cell venvs of this run (`venvs`: their names; None: the run's whole directory)
-        in a workbench, a few at a time on every core (12 in 0.19 s instead of 0.28 s), then
+        in a workbench, four at a time for every core (rm waits on the file system more than it
+        computes: 12 venvs in 0.15-0.17 s, 0.22-0.24 s one per core, 0.35 s one at a time), then
         whatever is left (without GNU xargs: all of it, one at a time)."""
         mine = shlex.quote(f"{dockerfile.VENVS}/{self.run_id}")
         names = f"printf '%s\\n' {shlex.join(venvs)}" if venvs is not None else "ls -A"
         rest = f"rm -rf {shlex.join(venvs)}" if venvs is not None else f"cd / && rm -rf {mine}"
         self._quietly(bench, ["sh", "-c", f"cd {mine} 2>/dev/null || exit 0; {names} | xargs -r -n 1 -P "
-                             f"\"$(nproc 2>/dev/null || echo 2)\" rm -rf; {rest}"])
+                             f"\"$(( $(nproc 2>/dev/null || echo 2) * 4 ))\" rm -rf; {rest}"])
 
     def _quietly(self, container: str, command: list[str]) -> None:
         try:

@@ -253,6 +253,30 @@ def test_an_idle_workers_tidy_does_not_hold_up_the_run_and_the_probers_go_meanwh
     assert last.endswith("rm -rf /opt/compat-matrix/cache/venvs/run1") and engine.removed == [("run1", None)]
 
 
+def test_the_tidy_and_the_end_of_run_removal_run_in_a_real_shell(make_spec, tmp_path: Path) -> None:
+    """The two removal scripts, as the workbench's sh runs them: the tidy removes the venvs it
+    names and nothing else; close()'s removes the run's whole directory."""
+    engine = FakeEngine(probe=RunResult(0, "", ""))
+    backend = DockerBackend(engine, make_spec(MATRIX), "run1")
+    backend.run_cell(CELL, tmp_path)
+    backend.run_cell(OTHER, tmp_path)
+    backend.idle()
+    backend.close(interrupted=False)
+    tidy, last = [c[-1] for c, _ in engine.execs if "xargs" in c[-1]]
+    run = tmp_path / "venvs" / "run1"
+    names = [cell_key(CELL), cell_key(OTHER), "not-through-yet"]
+    for name in names:
+        (run / name / "lib" / "site-packages" / "pkg").mkdir(parents=True)
+        (run / name / "lib" / "site-packages" / "pkg" / "mod.py").write_text("x = 1\n")
+    here = lambda script: script.replace("/opt/compat-matrix/cache/venvs/run1", shlex.quote(str(run)))  # noqa: E731
+    for script in (tidy, last):  # quietly: xargs took its count of processes (else the fallback is all that ran)
+        done = subprocess.run(["sh", "-c", here(script)], capture_output=True, text=True, timeout=60)
+        assert (done.returncode, done.stderr) == (0, "")
+        if script is tidy:
+            assert [p.name for p in run.iterdir()] == ["not-through-yet"]
+    assert not run.exists() and (tmp_path / "venvs").is_dir()
+
+
 def test_failed_install_is_classified_and_credentials_stay_in_a_private_file(make_spec, tmp_path: Path) -> None:
     out = ("  × No solution found when resolving dependencies:\n  ╰─▶ Because there is no version of "
            "numpy==1.26.4 and you require numpy==1.26.4, we can conclude that your requirements are unsatisfiable.\n"
