@@ -39,6 +39,9 @@ class Backend(Protocol):
     def close(self, *, interrupted: bool) -> None: ...
     def cancel(self) -> None:
         """Stop the cells under way on other threads (an interrupt): their run_cell raises Cancelled."""
+    def settled(self, timeout_s: float) -> None:
+        """Wait (at most `timeout_s`) until the backend's own start-up is through: what the run
+        does meanwhile (`sweep`'s `meanwhile`) then does not compete with it for the interpreter."""
     def idle(self) -> None:
         """A worker has no cell left to take while others finish theirs: tidy what is through (or
         start to: close() then waits for it)."""
@@ -76,6 +79,8 @@ class SweepResult:
 
 # The tool's world failing in a way that will fail every later cell too: stop, do not retry.
 _FATAL = ("No space left on device", ENGINE_GONE)
+# How long the work done meanwhile waits for the backend to settle, at most.
+_SETTLE_S = 10.0
 
 
 def _fatal(record: Record) -> str | None:
@@ -223,7 +228,8 @@ def sweep(
     (growing) seconds, unless an earlier cell already failed the same way through every retry (a
     base image that cannot be pulled fails all of its cells alike). With a result cache, a cell
     whose verdict is kept there under an unchanged key is not run (unless `rerun`). `meanwhile`
-    runs on a thread of its own once there is a cell to run (work for the idle main thread)."""
+    runs on a thread of its own once there is a cell to run and the backend has settled (work for the
+    idle main thread)."""
     records: list[Record] = []
     result = SweepResult(records, len(cells))
     log = _Log(results_dir / "runs" / f"{run_id}.jsonl")
@@ -251,7 +257,11 @@ def sweep(
                 echo(f"{len(records)} cell(s) from the result cache: nothing they depend on has changed "
                      "(--rerun runs them again)")
         if todo and meanwhile is not None:
-            threading.Thread(target=meanwhile, name="compat-matrix-meanwhile", daemon=True).start()
+            def later() -> None:
+                backend.settled(_SETTLE_S)
+                meanwhile()
+
+            threading.Thread(target=later, name="compat-matrix-meanwhile", daemon=True).start()
         state = _Sweep(backend, results_dir, run_id, echo, len(todo), retry_waits, sleep, cache, base_ids)
         if jobs <= 1 or len(todo) <= 1:
             _serial(state, todo, records, log, result)

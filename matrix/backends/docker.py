@@ -176,6 +176,8 @@ class DockerBackend:
         self._kept: list[str] = []  # with --keep: where each cell's venv is, and how to look inside
         self._through: dict[str, list[str]] = {}  # base → the cells that are through (their venvs' names)
         self._tidying: list[threading.Thread] = []  # idle workers' tidies (idle())
+        # Set once the first workbench is up (or could not be) or a cell is through: settled().
+        self._settled = threading.Event()
         self._cancelled = False
 
     def start(self) -> list[str]:
@@ -254,9 +256,15 @@ class DockerBackend:
                     with b.lock:
                         b.free.append(bench)
 
+    def settled(self, timeout_s: float) -> None:
+        """Wait until the run's first workbench is up (the engine's client loaded, its first
+        container started: 0.2-0.3 s of the interpreter, on every cell's way), or could not be."""
+        self._settled.wait(timeout_s)
+
     def cancel(self) -> None:
         """An interrupt: stop the cells under way (their workbenches and probers go)."""
         self._cancelled = True
+        self._settled.set()
         try:
             self.engine.remove_labelled(self.run_id)
         except EngineFault:
@@ -321,6 +329,7 @@ class DockerBackend:
                 e = EngineFault(f"{ENGINE_GONE} ({e})")
             verdict = Verdict(Outcome.INFRA_ERROR, redact(str(e)))
         finally:
+            self._settled.set()  # (a cell that never got as far as a workbench: a failed base, say)
             # The venv stays until a worker is idle or the run ends (it is hard links into the cache,
             # little on disk): removed with others in one go, one exec fewer a cell.
             if not self.keep:
@@ -490,6 +499,7 @@ class DockerBackend:
                 if bench:  # this worker's prober starts while its first cell installs
                     self._probers(b, base).prestart()
             finally:
+                self._settled.set()
                 with b.lock:
                     b.starting -= 1
                     if bench:

@@ -218,6 +218,9 @@ class VenvBackend:
                                         only_binary=self.spec.install.only_binary)
         return None
 
+    def settled(self, timeout_s: float) -> None:
+        pass  # no start-up of its own: its first cell's work is the interpreter's processes
+
     def idle(self) -> None:
         pass  # each cell's work directory goes when the cell ends
 

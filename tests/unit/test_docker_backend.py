@@ -277,6 +277,24 @@ def test_the_tidy_and_the_end_of_run_removal_run_in_a_real_shell(make_spec, tmp_
     assert not run.exists() and (tmp_path / "venvs").is_dir()
 
 
+def test_the_backend_settles_once_its_first_workbench_is_up(make_spec, tmp_path: Path) -> None:
+    engine = FakeEngine(probe=RunResult(0, "", ""))
+    backend = DockerBackend(engine, make_spec(MATRIX), "run1")
+    started = time.monotonic()
+    backend.settled(0.2)  # no workbench yet: it waits its time out
+    assert time.monotonic() - started >= 0.2
+    backend.run_cell(CELL, tmp_path)
+    started = time.monotonic()
+    backend.settled(30)
+    assert time.monotonic() - started < 5
+    # A base that fails before any workbench settles it too: nothing would ever set it otherwise.
+    failing = DockerBackend(FakeEngine(base_error="no such image"), make_spec(MATRIX), "run2")
+    failing.run_cell(CELL, tmp_path)
+    started = time.monotonic()
+    failing.settled(30)
+    assert time.monotonic() - started < 5
+
+
 def test_failed_install_is_classified_and_credentials_stay_in_a_private_file(make_spec, tmp_path: Path) -> None:
     out = ("  × No solution found when resolving dependencies:\n  ╰─▶ Because there is no version of "
            "numpy==1.26.4 and you require numpy==1.26.4, we can conclude that your requirements are unsatisfiable.\n"

@@ -44,6 +44,9 @@ class ScriptedBackend:
     def idle(self) -> None:
         pass
 
+    def settled(self, timeout_s: float) -> None:
+        pass
+
     def base_id(self, base: Base) -> str:
         return ""
 
@@ -115,6 +118,33 @@ class BarrierBackend(ScriptedBackend):
     def run_cell(self, cell: Cell, log_dir: Path) -> Record:
         self.barrier.wait()
         return Record(cell=cell.id, base=cell.base, mode=cell.mode, pins=cell.pin_dict, outcome=Outcome.PASS)
+
+
+def test_the_work_done_meanwhile_waits_for_the_backend_to_settle(tmp_path: Path) -> None:
+    """`meanwhile` (the table writer's import) runs only once the backend says its start-up is
+    through, so the two do not share the interpreter while the first cell waits for it."""
+    said: list[str] = []
+    settle = threading.Event()
+
+    class Settling(ScriptedBackend):
+        def settled(self, timeout_s: float) -> None:
+            assert 0 < timeout_s <= 60
+            settle.wait(20)
+            said.append("settled")
+
+        def run_cell(self, cell: Cell, log_dir: Path) -> Record:
+            if cell == CELLS[0]:
+                assert said == []  # the backend has not settled: nothing ran meanwhile
+                settle.set()
+                for _ in range(2000):
+                    if "meanwhile" in said:
+                        break
+                    threading.Event().wait(0.01)
+            return super().run_cell(cell, log_dir)
+
+    sweep(CELLS[:2], Settling([(Outcome.PASS, "")] * 2), tmp_path, "r1", echo=lambda _: None,
+          meanwhile=lambda: said.append("meanwhile"))
+    assert said == ["settled", "meanwhile"]
 
 
 def test_jobs_run_cells_side_by_side_and_keep_every_record(tmp_path: Path) -> None:
