@@ -176,6 +176,7 @@ class DockerBackend:
         self._kept: list[str] = []  # with --keep: where each cell's venv is, and how to look inside
         self._through: dict[str, list[str]] = {}  # base → the cells that are through (their venvs' names)
         self._tidying: list[threading.Thread] = []  # idle workers' tidies (idle())
+        self._tidy_failed: list[Exception] = []  # what they raised
         # Set once the first workbench is up (or could not be) or a cell is through: settled().
         self._settled = threading.Event()
         self._cancelled = False
@@ -227,6 +228,8 @@ class DockerBackend:
                     thread.join(timeout=60.0)
                 # An interrupted build goes on in the daemon for a moment: wait it out.
                 self.engine.remove_labelled(self.run_id, settle_s=8.0 if interrupted else 0.0)
+            if self._tidy_failed:
+                raise EngineFault(f"tidying finished cells failed: {self._tidy_failed[0]}")
         finally:
             self.engine.close()
 
@@ -235,10 +238,17 @@ class DockerBackend:
         a workbench no cell is using), while the others finish: less for close() to remove. In
         the background: the worker is through at once, so when the others finish first the tidy
         does not hold up the run's end (close() waits for it instead, while the table is written)."""
-        thread = threading.Thread(target=self._tidy, name="compat-matrix-tidy", daemon=True)
+        thread = threading.Thread(target=self._tidy_quietly, name="compat-matrix-tidy", daemon=True)
         with self._lock:
             self._tidying.append(thread)
         thread.start()
+
+    def _tidy_quietly(self) -> None:
+        try:
+            self._tidy()
+        except Exception as e:  # noqa: BLE001 - said by close(), not as a thread's traceback
+            with self._lock:
+                self._tidy_failed.append(e)
 
     def _tidy(self) -> None:
         with self._lock:

@@ -253,6 +253,24 @@ def test_an_idle_workers_tidy_does_not_hold_up_the_run_and_the_probers_go_meanwh
     assert last.endswith("rm -rf /opt/compat-matrix/cache/venvs/run1") and engine.removed == [("run1", None)]
 
 
+def test_a_tidy_that_failed_is_said_by_close_after_the_clean_up(make_spec, tmp_path: Path) -> None:
+    engine = FakeEngine(probe=RunResult(0, "", ""))
+    backend = DockerBackend(engine, make_spec(MATRIX), "run1")
+    backend.run_cell(CELL, tmp_path)
+    plain = engine.exec
+
+    def exec_(container: str, command: list[str], *args: object, **kwargs: object) -> RunResult:
+        if "printf" in command[-1]:  # the tidy's removal: a fault that is no engine's
+            raise RuntimeError("a bug of ours")
+        return plain(container, command, *args, **kwargs)  # type: ignore[arg-type]
+
+    engine.exec = exec_  # type: ignore[method-assign]
+    backend.idle()
+    with pytest.raises(EngineFault, match="tidying finished cells failed: a bug of ours"):
+        backend.close(interrupted=False)
+    assert engine.removed == [("run1", None)] and engine.gone == ["prober1"]
+
+
 def test_the_tidy_and_the_end_of_run_removal_run_in_a_real_shell(make_spec, tmp_path: Path) -> None:
     """The two removal scripts, as the workbench's sh runs them: the tidy removes the venvs it
     names and nothing else; close()'s removes the run's whole directory."""
