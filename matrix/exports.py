@@ -73,6 +73,12 @@ def _tips(df: pd.DataFrame) -> list[str]:
                                                    df["issue"].tolist(), strict=True)]
 
 
+def preload() -> None:
+    """Import what html()'s Styler needs (its module, jinja2, and the templates its class compiles:
+    0.1 s of the table's writing) for a caller with time now that writes the table later."""
+    import pandas.io.formats.style  # noqa: F401 - imported for later
+
+
 def html(df: pd.DataFrame, names: list[str], layout: pd.DataFrame, title: str = "Compatibility matrix",
          labels: list[str] | None = None) -> str:
     """A heatmap in `layout`'s order (report.pivot), coloured by outcome, error and issue on hover.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 from pathlib import Path
 
 from matrix import report, store
@@ -345,3 +347,12 @@ def test_html_junit_and_json_are_written_beside_the_table(tmp_path: Path) -> Non
 
     cells = json.loads((tmp_path / "matrix.json").read_text())["cells"]
     assert len(cells) == 6 and cells[4]["issue"] == "numpy_scipy_incompatibility"
+
+
+def test_what_the_run_imports_while_its_cells_run_includes_the_heatmaps_styler() -> None:
+    """run._load_report (the sweep's `meanwhile`) leaves only the writing to the table's end: the
+    Styler's module and the templates it compiles are imported with pandas."""
+    code = ("import sys; from matrix import run; run._load_report(); "
+            "print(sorted(m for m in ('pandas', 'pandas.io.formats.style', 'jinja2') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split("\n")[0] == "['jinja2', 'pandas', 'pandas.io.formats.style']"
