@@ -677,7 +677,7 @@ def _flags(path: Path) -> int:
 
 def test_the_runs_venvs_are_spread_over_the_file_system(make_spec, tmp_path: Path) -> None:
     """The base's first workbench marks the run's directory as the top of a hierarchy (TOPDIR):
-    on ext4 its venvs then go to block groups of their own, not where the last run's were freed."""
+    on ext4 its venvs are then spread over the block groups, not packed into the directory's."""
     engine = FakeEngine(probe=RunResult(0, "", ""))
     backend = DockerBackend(engine, make_spec(MATRIX), "run1")
     backend.run_cell(CELL, tmp_path)
