@@ -409,9 +409,9 @@ class DockerEngine:
             held = self._held.pop(container, None)
             self._agents.pop(container, None)
         if held is not None:
-            raw = getattr(held, "_sock", None)
+            raw = _raw(held)
             held.close()
-            if raw is not None:
+            if raw is not held:
                 raw.close()  # SocketIO.close() leaves the socket itself open
 
     def state(self, container: str) -> ContainerState:
