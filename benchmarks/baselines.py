@@ -90,6 +90,14 @@ def outcome(install_ok: bool, install_output: str, ran: RunResult | None, nonce:
 _VIRTUAL = ("lo", "docker", "veth", "br-")
 
 
+def busy_cpu_s() -> float:
+    """CPU-seconds the machine's cores have been busy so far, all processes and the kernel
+    (/proc/stat: user, nice, system, irq, softirq; not idle, iowait, nor the hypervisor's steal)."""
+    with open("/proc/stat", encoding="ascii") as f:
+        user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in f.readline().split()[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
 def rx_bytes() -> int:
     """Bytes received so far on the host's non-loopback interfaces (/proc/net/dev). Docker's bridge
     and veth interfaces are left out: what a bridged container receives arrives on the uplink too."""

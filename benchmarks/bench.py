@@ -62,6 +62,7 @@ class Way:
     seconds: float
     outcomes: dict[str, str]
     received: int = 0
+    cpu_s: float = 0.0  # CPU-seconds the machine was busy during the run (baselines.busy_cpu_s)
     per_cell: dict[str, float] = field(default_factory=dict)
 
 
@@ -82,9 +83,9 @@ def ours(backend: str, jobs: int | None, work: Path, env: dict[str, str], *, rer
     def run() -> subprocess.CompletedProcess[str]:
         return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800, check=False)
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), baselines.busy_cpu_s()
     done, received = _received(run)
-    seconds = time.perf_counter() - t0
+    seconds, cpu_s = time.perf_counter() - t0, baselines.busy_cpu_s() - cpu0
     assert isinstance(done, subprocess.CompletedProcess)
     if done.returncode != 0:
         raise SystemExit(f"bench: {' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
@@ -92,7 +93,7 @@ def ours(backend: str, jobs: int | None, work: Path, env: dict[str, str], *, rer
     default = f" (default: {sweep.default_jobs(backend)} jobs)"
     label = f"compat-matrix {backend}" + (f" --jobs {jobs}" if jobs else default)
     label += "" if rerun else ", unchanged re-run"
-    return Way(label, seconds, {r.cell: r.outcome.value for r in records}, received,
+    return Way(label, seconds, {r.cell: r.outcome.value for r in records}, received, cpu_s,
                {r.cell: r.duration_s for r in records})
 
 
@@ -167,7 +168,7 @@ def twelve() -> int:
         naive_result, naive_rx = _received(lambda: baselines.naive(baselines.IMAGE, cells, work))
         assert isinstance(naive_result, baselines.Result)
         naive = Way("naive: docker build + pip per cell", naive_result.seconds, naive_result.outcomes, naive_rx,
-                    naive_result.per_cell)
+                    per_cell=naive_result.per_cell)
         # The peer and ours take turns, twice; the faster of each one's two runs counts (a 2-core
         # machine's noise is a second either way at this size).
         peers, firsts = [], {"venv": [], "docker": []}
@@ -176,7 +177,7 @@ def twelve() -> int:
             peer_result, peer_rx = _received(lambda: baselines.peer(python, cells, work, jobs=2, warmup=False))
             assert isinstance(peer_result, baselines.Result)
             peers.append(Way("peer: nox -j 2, uv backend", peer_result.seconds, peer_result.outcomes, peer_rx,
-                             peer_result.per_cell))
+                             per_cell=peer_result.per_cell))
             for backend in ("venv", "docker"):
                 results = work / f"ours-{backend}-{time.monotonic_ns()}"
                 firsts[backend].append(ours(backend, None, work, env, results=results))
@@ -236,6 +237,13 @@ def twelve() -> int:
             target("jobs", f"compat-matrix docker: 1 job / 2 jobs, round {k} of {JOB_ROUNDS}: {one.seconds:.1f} s / "
                    f"{two.seconds:.1f} s (≥ {TARGETS['jobs']}×)", one.seconds / two.seconds,
                    one.seconds / two.seconds >= TARGETS["jobs"])
+        # Where a ratio comes from: 1 job / 2 jobs = (cores busy at 2 / at 1) × (CPU-s at 1 / at 2), the
+        # machine's CPU over each run (/proc/stat: everything on it, the engine and the kernel too).
+        print("  the docker rounds, split: 1 job / 2 jobs = (cores busy with 2 / with 1) × (CPU-s with 1 / with 2)")
+        for k, (one, two) in enumerate(zip(by_jobs[("docker", 1)], by_jobs[("docker", 2)], strict=True), start=1):
+            busy1, busy2 = one.cpu_s / one.seconds, two.cpu_s / two.seconds
+            print(f"    round {k}: {one.seconds / two.seconds:.2f} = ({busy2:.2f} / {busy1:.2f} cores) × "
+                  f"({one.cpu_s:.1f} / {two.cpu_s:.1f} CPU-s)")
         target("docker-venv", f"{docker.name} / {venv.name}, wall (≤ {TARGETS['docker-venv']})",
                docker.seconds / venv.seconds, docker.seconds / venv.seconds <= TARGETS["docker-venv"])
         target("docker-peer", f"{docker.name} vs the nox + uv peer (≥ {TARGETS['docker-peer']:.0f}×)",
