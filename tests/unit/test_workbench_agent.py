@@ -136,10 +136,20 @@ class Stream:
                         continue
                     if reply is not None:  # (last words, then the end)
                         self.theirs.sendall(reply[0])
-                    self.theirs.close()
+                    self.theirs.shutdown(socket.SHUT_RDWR)
                     return
 
-        threading.Thread(target=run, daemon=True).start()
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        """The host's end goes first (the agent's end then reads the stream's end), then the agent's
+        once its thread is through: closed under a recv of that thread, it failed the test that
+        happened to be running (EBADF in the thread)."""
+        self.ours.close()
+        self.thread.join(timeout=10)
+        assert not self.thread.is_alive()
+        self.theirs.close()
 
 
 @pytest.fixture
@@ -153,8 +163,7 @@ def stream() -> Iterator[type[Stream]]:
 
     yield make  # type: ignore[misc]
     for s in made:
-        s.ours.close()
-        s.theirs.close()
+        s.close()
 
 
 def test_the_host_reads_an_answer_in_frames_of_any_size_and_the_agents_stderr_aside(stream) -> None:  # type: ignore[no-untyped-def]
