@@ -123,6 +123,12 @@ def cell_key(cell: Cell) -> str:
     return hashlib.sha256(cell.id.encode()).hexdigest()[:12]
 
 
+def venv_name(run_id: str, cell: Cell) -> str:
+    """The name of a cell's venv in its run's directory of venvs: new in every run (the directory
+    is spread over the file system by the hash of this name, dockerfile.SPREAD)."""
+    return hashlib.sha256(f"{run_id}\0{cell.id}".encode()).hexdigest()[:12]
+
+
 class _Base:
     """What the cells of one base share in a run: its prefix image and workbenches, or why not.
 
@@ -328,7 +334,7 @@ class DockerBackend:
     def run_cell(self, cell: Cell, log_dir: Path) -> Record:
         started = time.monotonic()
         record = Record.for_cell(cell, backend=self.name, run_id=self.run_id, engine=self.engine.description)
-        venv = f"{dockerfile.VENVS}/{self.run_id}/{cell_key(cell)}"
+        venv = f"{dockerfile.VENVS}/{self.run_id}/{venv_name(self.run_id, cell)}"
         try:
             verdict = self._run(cell, log_dir, record, venv)
         except EngineFault as e:
@@ -344,7 +350,7 @@ class DockerBackend:
             # little on disk): removed with others in one go, one exec fewer a cell.
             if not self.keep:
                 with self._lock:
-                    self._through.setdefault(cell.base, []).append(cell_key(cell))
+                    self._through.setdefault(cell.base, []).append(venv_name(self.run_id, cell))
             bench = self._bases.get(cell.base)
             if self.keep and bench is not None and bench.benches and not self._cancelled:
                 look = f"docker run --rm -it -v {CACHE_VOLUME}:{dockerfile.CACHE} {bench.image} {venv}/bin/python"

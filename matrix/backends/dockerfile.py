@@ -42,9 +42,10 @@ PYC = f"{CACHE}/pyc"
 # new inode is not given the number of one freed in the last minute or more, and finding a free
 # one walks past every such inode of the group: a run frees ~2,300 (its venvs' directories), and
 # the next run's venvs, made in the same group, cost up to a second of kernel time (perf, 12
-# cells: ext4_mkdir → recently_deleted). Spread, that fell to a tenth in a run after a pause and
-# by a third in runs back to back (ext4 puts each venv in the group with the fewest directories,
-# which the last runs' deletions made so again). Other file systems refuse the flag: that is fine.
+# cells: ext4_mkdir → recently_deleted). Spread, that fell to a tenth in a run after a pause.
+# Where ext4 puts a directory made in a spread one starts from a hash of its name: the venvs' names
+# are new in every run (docker.venv_name), or each would land where the last run's copy was just
+# removed. Other file systems refuse the flag: that is fine.
 SPREAD = ("import fcntl, os, struct, sys; fd = os.open(sys.argv[1], os.O_RDONLY); "
           "flags = struct.unpack('i', fcntl.ioctl(fd, 0x80086601, struct.pack('i', 0)))[0]; "  # FS_IOC_GETFLAGS
           "fcntl.ioctl(fd, 0x40086602, struct.pack('i', flags | 0x20000))")  # FS_IOC_SETFLAGS, FS_TOPDIR_FL

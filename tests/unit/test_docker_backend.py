@@ -16,13 +16,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
 from matrix import probing
 from matrix.backends import dockerfile, prober
-from matrix.backends.docker import KEEP_MARK, DockerBackend, cell_key, prefix_failure, reap_script
+from matrix.backends.docker import KEEP_MARK, DockerBackend, prefix_failure, reap_script, venv_name
 from matrix.backends.engine import (
     PROBE,
     ROLE_LABEL,
@@ -249,7 +249,7 @@ def test_an_idle_workers_tidy_does_not_hold_up_the_run_and_the_probers_go_meanwh
     closing.join(timeout=30)
     assert not closing.is_alive()
     tidy, last = [c[-1] for c, _ in engine.execs if "xargs" in c[-1]]  # the tidy, then close()'s
-    assert all(cell_key(c) in tidy for c in (CELL, OTHER))
+    assert all(venv_name("run1", c) in tidy for c in (CELL, OTHER))
     assert last.endswith("rm -rf /opt/compat-matrix/cache/venvs/run1") and engine.removed == [("run1", None)]
 
 
@@ -282,7 +282,7 @@ def test_the_tidy_and_the_end_of_run_removal_run_in_a_real_shell(make_spec, tmp_
     backend.close(interrupted=False)
     tidy, last = [c[-1] for c, _ in engine.execs if "xargs" in c[-1]]
     run = tmp_path / "venvs" / "run1"
-    names = [cell_key(CELL), cell_key(OTHER), "not-through-yet"]
+    names = [venv_name("run1", CELL), venv_name("run1", OTHER), "not-through-yet"]
     for name in names:
         (run / name / "lib" / "site-packages" / "pkg").mkdir(parents=True)
         (run / name / "lib" / "site-packages" / "pkg" / "mod.py").write_text("x = 1\n")
@@ -699,6 +699,20 @@ def test_the_runs_venvs_are_spread_over_the_file_system(make_spec, tmp_path: Pat
     if kind.startswith("ext"):
         assert _flags(run) & 0x20000  # FS_TOPDIR_FL
         assert not _flags(run.parent) & 0x20000
+
+
+def test_a_cells_venv_is_named_anew_in_every_run(make_spec, tmp_path: Path) -> None:
+    """ext4 places a directory made in a spread one (above) starting from a hash of its name: a
+    name that came back every run put each cell's venv where the last run's had just been removed,
+    among inodes freed too recently to be given out again (dockerfile.SPREAD)."""
+    venvs = []
+    for run in ("run1", "run2"):
+        backend = DockerBackend(FakeEngine(probe=RunResult(0, "", "")), make_spec(MATRIX), run, keep=True)
+        backend.run_cell(CELL, tmp_path)
+        [line] = backend.kept()
+        venvs.append(PurePosixPath(line.split()[1]))
+    assert [v.parent.name for v in venvs] == ["run1", "run2"]
+    assert venvs[0].name != venvs[1].name and venvs[0].name == venv_name("run1", CELL)
 
 
 def test_keep_marks_the_runs_venvs_and_lists_them(make_spec, tmp_path: Path) -> None:
