@@ -40,7 +40,7 @@ from typing import IO, Protocol
 from uv import find_uv_bin
 
 from matrix import gpus, install, probing
-from matrix.backends import dockerfile, imagecheck, prober
+from matrix.backends import dockerfile, prober
 from matrix.backends.engine import (
     CELL_LABEL,
     HOST_LABEL,
@@ -319,6 +319,8 @@ class DockerBackend:
         kept like the prefix images (labelled cache: `compat-matrix clean` removes it; the engine's
         layer cache makes an unchanged rebuild quick). A build that fails is its cells' verdict, as
         `check` has it; None when it built."""
+        from matrix.backends import imagecheck  # (6 ms: only a run with a Dockerfile base needs it)
+
         assert base.dockerfile is not None and base.image is not None
         path = Path(base.dockerfile)
         try:

@@ -17,12 +17,10 @@ import json
 import os
 import re
 import socket
-import tarfile
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -437,6 +435,8 @@ class DockerEngine:
 
     def put_files(self, container: str, files: dict[str, Path | bytes], mode: int = 0o644) -> None:
         """Copy files (absolute path in the container → a file here, or bytes) into a container."""
+        import tarfile  # here: a run whose verdicts are all kept (a re-run) is through before it is needed
+
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:
             for path, source in sorted(files.items()):
@@ -644,6 +644,8 @@ class DockerEngine:
                 containers = self._objects("containers", filters)
                 found += len(containers)
                 if containers:  # side by side: a run's workbenches and probers go in the time of one (0.05 s each)
+                    from concurrent.futures import ThreadPoolExecutor  # (5 ms, on no re-run's way)
+
                     with ThreadPoolExecutor(max_workers=min(len(containers), 8)) as pool:
                         removed += sum(pool.map(lambda c: self._gone(self.client.api.remove_container, c["Id"],
                                                                      force=True, v=True), containers))
