@@ -17,7 +17,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from matrix import install
+from matrix import install, paths
 from matrix.cells import Cell
 from matrix.probing import probe_files
 from matrix.spec import Base, Spec, canonical_name
@@ -36,19 +36,17 @@ CACHE = f"{ROOT}/cache"
 VENVS = f"{CACHE}/venvs"
 # Bytecode per distribution content, compiled in the workbench, read by the probe containers.
 PYC = f"{CACHE}/pyc"
-# Python (3.6+, stdlib) that marks a directory as the top of a hierarchy (ext4's TOPDIR flag,
-# `chattr +T`), so the file system spreads the directories made in it (the run's cell venvs)
-# over its block groups instead of packing them into its own. On an ext4 without a journal a
-# new inode is not given the number of one freed in the last minute or more, and finding a free
-# one walks past every such inode of the group: a run frees ~2,300 (its venvs' directories), and
-# the next run's venvs, made in the same group, cost up to a second of kernel time (perf, 12
-# cells: ext4_mkdir → recently_deleted). Spread, that fell to a tenth in a run after a pause.
-# Where ext4 puts a directory made in a spread one starts from a hash of its name: the venvs' names
-# are new in every run (docker.venv_name), or each would land where the last run's copy was just
-# removed. Other file systems refuse the flag: that is fine.
+# paths.spread for the base's Python (3.6+, stdlib), run in the workbench on the run's directory
+# of venvs: the venvs are spread over the file system's block groups instead of packed into its
+# own (on an ext4 without a journal a run frees ~2,300 directories, and the next run's venvs, made
+# in the same group, cost up to a second of kernel time: perf, 12 cells, ext4_mkdir →
+# recently_deleted; a tenth of that spread, in a run after a pause). Where ext4 puts a directory
+# made in a spread one starts from a hash of its name: the venvs' names are new in every run
+# (docker.venv_name), or each would land where the last run's copy was just removed. Other file
+# systems refuse the flag: that is fine.
 SPREAD = ("import fcntl, os, struct, sys; fd = os.open(sys.argv[1], os.O_RDONLY); "
-          "flags = struct.unpack('i', fcntl.ioctl(fd, 0x80086601, struct.pack('i', 0)))[0]; "  # FS_IOC_GETFLAGS
-          "fcntl.ioctl(fd, 0x40086602, struct.pack('i', flags | 0x20000))")  # FS_IOC_SETFLAGS, FS_TOPDIR_FL
+          f"flags = struct.unpack('i', fcntl.ioctl(fd, {paths.FS_IOC_GETFLAGS:#x}, struct.pack('i', 0)))[0]; "
+          f"fcntl.ioctl(fd, {paths.FS_IOC_SETFLAGS:#x}, struct.pack('i', flags | {paths.FS_TOPDIR_FL:#x}))")
 # Where a reproduced cell's venv lives (reproduce builds one image, no volume).
 VENV = f"{ROOT}/venv"
 VENV_PYTHON = f"{VENV}/bin/python"

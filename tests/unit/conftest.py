@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from matrix import spec
+from matrix import paths, spec
 from matrix.backends import interpreters
 from tests.unit import schema_harvest  # records what the validators see, for test_schemas.py
 
@@ -41,3 +41,24 @@ def interpreter(version: str) -> interpreters.Interpreter:
             pytest.fail(f"python{version} is missing (pyenv has 3.6-3.13 on our machines)")
         pytest.skip(f"no python{version} here")
     return found
+
+
+def inode_flags(path: Path) -> int:
+    """A directory's inode flags (FS_IOC_GETFLAGS, as `lsattr -d` reads them)."""
+    import fcntl
+    import struct
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return int(struct.unpack("i", fcntl.ioctl(fd, paths.FS_IOC_GETFLAGS, struct.pack("i", 0)))[0])
+    finally:
+        os.close(fd)
+
+
+def on_ext(path: Path) -> bool:
+    """Whether `path` is on an ext2/3/4 file system (`stat -f` names them all "ext2/ext3"), which
+    has the TOPDIR flag (paths.spread)."""
+    import subprocess
+
+    kind = subprocess.run(["stat", "-f", "-c", "%T", str(path)], capture_output=True, text=True, check=True).stdout
+    return kind.startswith("ext")

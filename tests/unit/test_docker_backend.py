@@ -4,12 +4,10 @@ engine stopped under a probe and real concurrent runs are in tests/integration."
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
 import shlex
-import struct
 import subprocess
 import sys
 import threading
@@ -20,7 +18,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from matrix import probing
+from matrix import paths, probing
 from matrix.backends import dockerfile, prober
 from matrix.backends.docker import KEEP_MARK, DockerBackend, prefix_failure, reap_script, venv_name
 from matrix.backends.engine import (
@@ -44,6 +42,7 @@ from matrix.probing import RunResult, judge
 from matrix.resultcache import ResultCache
 from matrix.store import Outcome
 from matrix.sweep import sweep
+from tests.unit.conftest import inode_flags, on_ext
 
 MATRIX = """
 bases: {b: {image: "python:3.11-slim"}}
@@ -666,15 +665,6 @@ def test_reap_script_spares_live_kept_and_new_run_directories(tmp_path: Path) ->
     assert not (venvs / "live").exists() and (venvs / "dead-new").exists()
 
 
-def _flags(path: Path) -> int:
-    """A directory's inode flags (FS_IOC_GETFLAGS, as `lsattr -d` reads them)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return struct.unpack("i", fcntl.ioctl(fd, 0x80086601, struct.pack("i", 0)))[0]
-    finally:
-        os.close(fd)
-
-
 def test_the_runs_venvs_are_spread_over_the_file_system(make_spec, tmp_path: Path) -> None:
     """The base's first workbench marks the run's directory as the top of a hierarchy (TOPDIR):
     on ext4 its venvs are then spread over the block groups, not packed into the directory's."""
@@ -695,10 +685,9 @@ def test_the_runs_venvs_are_spread_over_the_file_system(make_spec, tmp_path: Pat
                            .replace(python, shlex.quote(sys.executable), 1) + " && echo went-on"],
                           capture_output=True, text=True, timeout=60)
     assert done.stdout == "went-on\n" and done.stderr == ""
-    kind = subprocess.run(["stat", "-f", "-c", "%T", str(run)], capture_output=True, text=True, check=True).stdout
-    if kind.startswith("ext"):
-        assert _flags(run) & 0x20000  # FS_TOPDIR_FL
-        assert not _flags(run.parent) & 0x20000
+    if on_ext(run):
+        assert inode_flags(run) & paths.FS_TOPDIR_FL
+        assert not inode_flags(run.parent) & paths.FS_TOPDIR_FL
 
 
 def test_a_cells_venv_is_named_anew_in_every_run(make_spec, tmp_path: Path) -> None:

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from matrix import locks
+from matrix import locks, paths
 from matrix.backends.venv import KEPT_MARK, VenvBackend, live_lock
 from matrix.cells import Cell
 from matrix.store import Outcome
+from tests.unit.conftest import inode_flags, on_ext
 
 
 @pytest.fixture(autouse=True)
@@ -127,9 +128,12 @@ def test_a_kept_venv_is_named_and_no_other_run_removes_it(make_spec, tmp_path: P
     kept.close(interrupted=False)
     assert record.outcome is Outcome.INFRA_ERROR
     venv = Path((log_dir / "venv-path").read_text().strip())
-    work = venv.parent
+    runs = lambda: sorted(Path(tempfile.gettempdir()).glob(f"compat-matrix-{run_id}-*"))  # noqa: E731 - its own
     try:
-        assert (work / KEPT_MARK).is_file() and not live_lock(run_id).exists()
+        [work] = runs()  # the run's directory, which holds the cell's
+        assert venv.parent.parent == work
+        assert (work / KEPT_MARK).is_file() and (venv.parent / KEPT_MARK).is_file()
+        assert not live_lock(run_id).exists()
         other = VenvBackend(s, "20260101T000000Z-00aa03")
         try:
             assert other.start() == []
@@ -137,7 +141,8 @@ def test_a_kept_venv_is_named_and_no_other_run_removes_it(make_spec, tmp_path: P
             other.close(interrupted=False)
         assert work.is_dir()
     finally:
-        shutil.rmtree(work)
+        for d in runs():  # (only what this run made)
+            shutil.rmtree(d)
 
 
 def test_a_runs_lock_lives_from_start_or_its_first_cell_to_close(make_spec, tmp_path: Path) -> None:
@@ -153,3 +158,51 @@ def test_a_runs_lock_lives_from_start_or_its_first_cell_to_close(make_spec, tmp_
     lazy.run_cell(Cell("gone", "together", (("numpy", "1.26.4"),)), tmp_path / "l")
     assert locks.file_held(live_lock("20260101T000000Z-00aa05")) is True
     lazy.close(interrupted=False)
+
+
+def test_a_runs_cells_are_made_in_one_spread_directory_which_goes_with_the_run(
+        make_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each cell's work directory is made, under a random name, in the run's own directory, which
+    is spread over the file system (paths.spread): in the temporary directory itself, ext4 made
+    each run's venvs where the last run's had just been removed. The run's directory goes at
+    close()."""
+    s = make_spec(SPEC)
+    backend = VenvBackend(s, "20260101T000000Z-5b7ead")
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+    made: list[Path] = []
+    real = tempfile.mkdtemp
+
+    def mkdtemp(*args, **kwargs):  # type: ignore[no-untyped-def]
+        made.append(Path(real(*args, **kwargs)))
+        return str(made[-1])
+
+    monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
+    for mode in ("together", "layered"):  # no interpreter for this base: each over at once
+        backend.run_cell(Cell("gone", mode, (("numpy", "1.26.4"),)), log_dir)
+    monkeypatch.undo()
+    run, *cells = made
+    assert run.parent == Path(tempfile.gettempdir()) and run.name.startswith("compat-matrix-20260101T000000Z-5b7ead-")
+    assert [c.parent for c in cells] == [run, run] and cells[0].name != cells[1].name
+    assert run.is_dir() and not any(run.iterdir())  # each cell's directory went when the cell ended
+    if on_ext(run):
+        assert inode_flags(run) & paths.FS_TOPDIR_FL
+    backend.close(interrupted=False)
+    assert not run.exists()
+
+
+def test_spread_marks_a_directory_and_says_where_it_cannot(tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    d.mkdir()
+    if on_ext(d):
+        assert paths.spread(d) and inode_flags(d) & paths.FS_TOPDIR_FL
+        assert not inode_flags(tmp_path) & paths.FS_TOPDIR_FL
+    assert not paths.spread(tmp_path / "missing")
+    (tmp_path / "file").write_text("x")
+    assert not paths.spread(tmp_path / "file")  # not a directory: nothing to spread
+    if Path("/dev/shm").is_dir() and not on_ext(Path("/dev/shm")):  # tmpfs: no such flag, nothing raised
+        shm = Path(tempfile.mkdtemp(dir="/dev/shm"))
+        try:
+            assert not paths.spread(shm)
+        finally:
+            shm.rmdir()
