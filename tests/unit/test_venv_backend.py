@@ -178,16 +178,19 @@ def test_a_runs_cells_are_made_in_one_spread_directory_which_goes_with_the_run(
         return str(made[-1])
 
     monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
-    for mode in ("together", "layered"):  # no interpreter for this base: each over at once
-        backend.run_cell(Cell("gone", mode, (("numpy", "1.26.4"),)), log_dir)
-    monkeypatch.undo()
-    run, *cells = made
-    assert run.parent == Path(tempfile.gettempdir()) and run.name.startswith("compat-matrix-20260101T000000Z-5b7ead-")
-    assert [c.parent for c in cells] == [run, run] and cells[0].name != cells[1].name
-    assert run.is_dir() and not any(run.iterdir())  # each cell's directory went when the cell ended
-    if on_ext(run):
-        assert inode_flags(run) & paths.FS_TOPDIR_FL
-    backend.close(interrupted=False)
+    try:
+        for mode in ("together", "layered"):  # no interpreter for this base: each over at once
+            backend.run_cell(Cell("gone", mode, (("numpy", "1.26.4"),)), log_dir)
+        monkeypatch.undo()
+        run, *cells = made
+        assert run.parent == Path(tempfile.gettempdir())
+        assert run.name.startswith("compat-matrix-20260101T000000Z-5b7ead-")
+        assert [c.parent for c in cells] == [run, run] and cells[0].name != cells[1].name
+        assert run.is_dir() and not any(run.iterdir())  # each cell's directory went when the cell ended
+        if on_ext(run):
+            assert inode_flags(run) & paths.FS_TOPDIR_FL
+    finally:
+        backend.close(interrupted=False)
     assert not run.exists()
 
 
