@@ -1,11 +1,19 @@
-"""Fixtures for every test: the tool's caches kept apart from the machine's."""
+"""Fixtures for every test: the tool's caches kept apart from the machine's, and Ctrl-C as a
+terminal gives it."""
 
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 
 import pytest
+
+# A shell without job control starts a background command (`bash .ci/run &`) with SIGINT ignored,
+# and Python then raises no KeyboardInterrupt, nor does `_thread.interrupt_main()`; every process a
+# test starts would inherit it. The tests of interrupts send SIGINT as a terminal's Ctrl-C does.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session", autouse=True)
