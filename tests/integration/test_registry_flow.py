@@ -8,6 +8,7 @@ import csv
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,11 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     yield d
     for kept in (d / "results" / "logs").glob("*/venv-path"):
-        shutil.rmtree(Path(kept.read_text().strip()).parent, ignore_errors=True)
+        cell_dir = Path(kept.read_text().strip()).parent
+        shutil.rmtree(cell_dir, ignore_errors=True)
+        run_dir = cell_dir.parent  # the run's own directory, kept with its mark (only that one)
+        if run_dir.parent == Path(tempfile.gettempdir()) and run_dir.name.startswith("compat-matrix-"):
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def test_the_table_names_the_issue_and_its_fix(swept: Path) -> None:
