@@ -336,7 +336,8 @@ class DockerBackend:
     def run_cell(self, cell: Cell, log_dir: Path) -> Record:
         started = time.monotonic()
         record = Record.for_cell(cell, backend=self.name, run_id=self.run_id, engine=self.engine.description)
-        venv = f"{dockerfile.VENVS}/{self.run_id}/{venv_name(self.run_id, cell)}"
+        name = venv_name(self.run_id, cell)
+        venv = f"{dockerfile.VENVS}/{self.run_id}/{name}"
         try:
             verdict = self._run(cell, log_dir, record, venv)
         except EngineFault as e:
@@ -352,7 +353,7 @@ class DockerBackend:
             # little on disk): removed with others in one go, one exec fewer a cell.
             if not self.keep:
                 with self._lock:
-                    self._through.setdefault(cell.base, []).append(venv_name(self.run_id, cell))
+                    self._through.setdefault(cell.base, []).append(name)
             bench = self._bases.get(cell.base)
             if self.keep and bench is not None and bench.benches and not self._cancelled:
                 look = f"docker run --rm -it -v {CACHE_VOLUME}:{dockerfile.CACHE} {bench.image} {venv}/bin/python"

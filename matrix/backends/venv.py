@@ -39,6 +39,11 @@ _WORK_DIR = re.compile(r"^compat-matrix-(\d{8}T\d{6}Z-[0-9a-f]{6})-[^/]+$")
 KEPT_MARK = ".compat-matrix-kept"
 
 
+def _mark_kept(directory: Path) -> None:
+    (directory / KEPT_MARK).write_text("kept with --keep; remove the directory when done with it\n",
+                                       encoding="utf-8")
+
+
 def live_lock(run_id: str) -> Path:
     """The lock a run holds beside its work directories while it lives (locks.hold_file): judged
     there, any run that sees the directories sees it, whatever its HOME or user."""
@@ -80,8 +85,7 @@ class VenvBackend:
                 d = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{self.run_id}-"))  # ours alone (0700, made anew)
                 paths.spread(d)
                 if self.keep:  # no other run removes it (start()), nor this one (close())
-                    (d / KEPT_MARK).write_text("kept with --keep; remove the directory when done with it\n",
-                                               encoding="utf-8")
+                    _mark_kept(d)
                 self._dir = d
             return self._dir
 
@@ -145,9 +149,8 @@ class VenvBackend:
         record = Record.for_cell(cell, backend=self.name, run_id=self.run_id)
         self._hold()
         work = Path(tempfile.mkdtemp(dir=self._run_dir()))
-        if self.keep:  # before anything else: once this run ends, no other may take it for a dead run's
-            (work / KEPT_MARK).write_text("kept with --keep; remove the directory when done with it\n",
-                                          encoding="utf-8")
+        if self.keep:  # the cell's directory says so too (start() reads the run's mark, _run_dir)
+            _mark_kept(work)
         try:
             verdict = self._run(cell, work, log_dir, record)
         finally:
