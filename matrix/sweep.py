@@ -126,9 +126,10 @@ def default_jobs(backend: str = "venv") -> int:
     """Cells in parallel by default: one per core and one more (a cell is mostly one busy process
     at a time, and part of the time it waits on the index or a process starting: 12 bench cells
     take 6.5 s with 3 workers on 2 cores, 7.1 s with 2), at most 8 (downloads share the network).
-    The docker backend: one per core. Each of its workers has a workbench and a prober of its own
-    to start, and every exec costs the engine's daemons CPU of their own: a third worker on 2 cores
-    made the 12 bench cells slower, not faster (`nox -s bench`: 5.5 s, against 5.1 s with 2)."""
+    The docker backend: one per core. Each of its workers has a prober of its own to start (the
+    workbench is shared), and every exec costs the engine's daemons CPU of their own: a third worker
+    on 2 cores made the 12 bench cells slower, not faster (`nox -s bench`: 5.5 s, against 5.1 s with 2,
+    when each worker had a workbench of its own too)."""
     return max(2, min((os.cpu_count() or 1) + (backend != "docker"), 8))
 
 

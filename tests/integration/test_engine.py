@@ -12,6 +12,7 @@ import pytest
 
 from matrix import probing
 from matrix.backends.engine import HOST_LABEL, PROBE, ROLE_LABEL, RUN_LABEL, AgentGone, DockerEngine, EngineFault
+from matrix.probing import RunResult
 
 
 def test_the_socket_and_the_sdk_answer_alike(engine: DockerEngine, base_image: str) -> None:
@@ -94,6 +95,15 @@ def test_a_workbenchs_agent_runs_its_commands_and_one_that_is_gone_is_said_so(en
         with pytest.raises(EngineFault, match="could not start it"):
             engine.exec(bench, ["/no/such/program"])
         assert engine.exec(bench, ["true"]).exit_code == 0  # that was its answer: it goes on
+        # Commands of two threads side by side (the workers share a workbench): the first waits for
+        # the second's file, and gives up (exit 9) if the agent ran them one at a time.
+        waiting: dict[str, RunResult] = {}
+        first = threading.Thread(target=lambda: waiting.update(ran=engine.exec(bench, ["sh", "-c", (
+            "i=0; while [ ! -e /tmp/go ]; do i=$((i+1)); [ $i -gt 500 ] && exit 9; sleep 0.01; done; echo one")])))
+        first.start()
+        assert engine.exec(bench, ["sh", "-c", "sleep 0.2; touch /tmp/go; echo two"]).stdout == "two\n"
+        first.join(30)
+        assert (waiting["ran"].exit_code, waiting["ran"].stdout) == (0, "one\n")
         as_nobody = engine.exec(bench, ["id", "-u"], user="65534")  # with a user: an exec of the engine's
         assert as_nobody.stdout.strip() == "65534"
         assert engine.exec(bench, ["sh", "-c", "kill -9 1; echo on"]).stdout == "on\n"  # PID 1 of its namespace

@@ -488,6 +488,36 @@ def test_a_setup_exec_that_hit_an_engine_fault_is_that_cells_infra_error_only(ma
     assert rec.outcome is Outcome.INFRA_ERROR and "read timed out" in rec.error
 
 
+def test_the_workers_share_one_workbench_and_each_gets_a_prober_started_ahead(make_spec, tmp_path: Path) -> None:
+    """A cell that comes while another is in the base's workbench uses it too (its agent runs the
+    commands of both), and has a prober of its own started for it meanwhile."""
+    engine = FakeEngine(probe=said())
+    backend = DockerBackend(engine, make_spec(MATRIX), "run1")
+    plain = engine.exec
+    held = threading.Event()
+
+    def exec_(container: str, command: list[str], *args: object, **kwargs: object) -> RunResult:
+        if container.startswith("bench") and "/uv pip install " in command[-1] and not held.is_set():
+            held.set()  # the first cell's install goes on once the second cell is in too
+            deadline = time.monotonic() + 10
+            while len(engine.probers) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return plain(container, command, *args, **kwargs)  # type: ignore[arg-type]
+
+    engine.exec = exec_  # type: ignore[method-assign]
+    records: dict[str, object] = {}
+    workers = [threading.Thread(target=lambda c=c, n=n: records.update({n: backend.run_cell(c, logs(tmp_path, n))}))
+               for n, c in (("cell", CELL), ("other", OTHER))]
+    workers[0].start()
+    assert held.wait(10)
+    workers[1].start()
+    for w in workers:
+        w.join(timeout=30)
+    assert all(r.outcome is Outcome.PASS for r in records.values()), records  # type: ignore[attr-defined]
+    assert len(engine.started) == 1 and len(engine.setups()) == 1 and len(engine.probers) == 2
+    backend.close(interrupted=False)
+
+
 def test_a_workbench_whose_agent_is_gone_is_replaced_for_the_next_cell(make_spec, tmp_path: Path) -> None:
     engine = FakeEngine(AgentGone("running sh in bench1: the workbench's agent announced 1 + 99999999999 bytes"))
     backend = DockerBackend(engine, make_spec(MATRIX), "run1")
