@@ -5,10 +5,12 @@ Shared by every backend, so a mode means the same thing wherever it runs.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import posixpath
 import re
+import shlex
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -42,6 +44,16 @@ class RunInstalls:
       online, and only the online answer counts, but for what the pages alone decide
       (_settled_offline): online says the same, and the cell is spared three steps. Pages older
       than the run are never used that way.
+    - Nor need a together or layered cell wait for any of that when every package its pins
+      bring is one it pins: uv resolves each pin of a base alone online once in the run
+      (`resolve`, resolve_command: its index pages and metadata read now, nothing installed),
+      and when each pin's answer names only packages the cell pins, what the cell ends with is
+      its pins and nothing else, whatever an offline install picks on the way (a layered cell's
+      first step may take an older numpy from the cache than online would; its numpy step then
+      replaces it). So such a cell installs offline at once, with no wait for another cell (an
+      offline install downloads nothing); only when the cache lacks a wheel does it go online,
+      as above. A pin that brings a package the cell does not pin (torch's sympy, say) keeps
+      the cell on the way above: offline, an older sympy than online could stay.
     """
 
     def __init__(self) -> None:
@@ -51,6 +63,10 @@ class RunInstalls:
         self._done: set[tuple[str, str]] = set()
         # (base, pin) that this run's online installs found to have no wheel on that base.
         self._wheelless: set[tuple[str, str]] = set()
+        # (base, pin) → the packages uv's online resolve of that pin alone brings (None: it failed),
+        # and an event set once that resolve is through (a cell that needs it meanwhile waits).
+        self._brings: dict[tuple[str, str], frozenset[str] | None] = {}
+        self._resolving: dict[tuple[str, str], threading.Event] = {}
 
     @staticmethod
     def _pins(cell: Cell) -> list[tuple[str, str]]:
@@ -87,27 +103,90 @@ class RunInstalls:
             return self._online.setdefault(base, threading.Lock())
 
     def install(self, cell: Cell, attempt: Callable[[bool], Verdict | None], start_over: Callable[[], object],
-                log: list[str]) -> Verdict | None:
+                log: list[str], resolve: Callable[[str], str | None] | None = None) -> Verdict | None:
         """Install the cell with `attempt(offline)`, which returns the verdict of a failed step or None:
         offline first when the run knows all its pins on this base, online otherwise or after an
-        offline failure (`start_over` clears what the offline attempt left). Both backends use this."""
+        offline failure (`start_over` clears what the offline attempt left). Both backends use this.
+
+        `resolve(pin)`: uv's online resolve of that one requirement ("numpy==2.2.6") on the cell's
+        base, its output (resolve_command), or None when it failed. Given, a together or layered
+        cell whose pins bring only packages it pins goes offline at once (the class's docstring)."""
+        if resolve is not None and cell.mode in ("together", "layered") and self._pinned_through(cell, resolve):
+            log.append("# every package the pins bring is pinned here (uv, online, this run): offline\n")
+            failed = attempt(True)
+            if failed is None:
+                return None
+            if self._settled_offline(failed, cell):
+                log.append(_SETTLED)
+                return failed
+            log.append(_ONLINE)  # a wheel not in the package cache, say
+            start_over()
+            with self.hold(cell):
+                return self._install_online(cell, attempt)
         with self.hold(cell) as seen:
             failed = attempt(True) if seen else None
             if seen and failed is not None and self._settled_offline(failed, cell):
-                log.append("# offline from this run's index pages: what they alone decide; as online\n")
+                log.append(_SETTLED)
                 return failed
             if not seen or failed is not None:
                 if seen:  # not all of it in the pages this run has read: as always, online
-                    log.append("# offline from this run's index pages: no; online\n")
+                    log.append(_ONLINE)
                     start_over()
-                # Lock order: the pins' (hold), then the base's; the holder of this one waits on nothing.
-                with self._online_lock(cell.base):
-                    failed = attempt(False)
-                if failed is None:
-                    self.installed(cell)
-                else:
-                    self._note_wheelless(failed, cell)
+                failed = self._install_online(cell, attempt)
         return failed
+
+    def _install_online(self, cell: Cell, attempt: Callable[[bool], Verdict | None]) -> Verdict | None:
+        """The online attempt, one per base at a time. Lock order: the pins' (hold), then the
+        base's; the holder of this one waits on nothing."""
+        with self._online_lock(cell.base):
+            failed = attempt(False)
+        if failed is None:
+            self.installed(cell)
+        else:
+            self._note_wheelless(failed, cell)
+        return failed
+
+    def _pinned_through(self, cell: Cell, resolve: Callable[[str], str | None]) -> bool:
+        """Whether every pin of the cell, resolved alone online in this run, brings only packages
+        the cell pins."""
+        pinned = {canonical_name(n) for n, _ in cell.pins}
+        pins = [pin for _, pin in self._pins(cell)]
+        for pin in pins[1:]:  # side by side: each is mostly waiting on the index
+            threading.Thread(target=self._brought_quietly, args=(cell.base, pin, resolve), daemon=True,
+                             name="compat-matrix-resolve").start()
+        for pin in pins:
+            brings = self._brought(cell.base, pin, resolve)
+            if brings is None or not brings <= pinned:
+                return False
+        return True
+
+    def _brought_quietly(self, base: str, pin: str, resolve: Callable[[str], str | None]) -> None:
+        with contextlib.suppress(Exception):  # (not known: the cell installs as it would without)
+            self._brought(base, pin, resolve)
+
+    def _brought(self, base: str, pin: str, resolve: Callable[[str], str | None]) -> frozenset[str] | None:
+        """The packages `pin` brings on `base` (itself too), by uv's online resolve of it alone,
+        once per run; None when that failed or said something else than pins."""
+        key = (base, pin)
+        with self._lock:
+            event = self._resolving.get(key)
+            mine = event is None
+            if mine:
+                event = self._resolving[key] = threading.Event()
+        assert event is not None
+        if not mine:
+            event.wait()
+            with self._lock:
+                return self._brings.get(key)
+        brings = None
+        try:
+            out = resolve(pin)
+            brings = None if out is None else resolved_packages(out)
+        finally:
+            with self._lock:
+                self._brings[key] = brings
+            event.set()
+        return brings
 
     def _note_wheelless(self, verdict: Verdict, cell: Cell) -> None:
         pin = _wheelless_pin(verdict, cell)
@@ -123,6 +202,27 @@ class RunInstalls:
         pin = _wheelless_pin(verdict, cell)
         with self._lock:
             return pin is not None and (cell.base, pin) in self._wheelless
+
+
+_SETTLED = "# offline from this run's index pages: what they alone decide; as online\n"
+_ONLINE = "# offline from this run's index pages: no; online\n"
+# A line of `uv pip compile` with --no-annotate: a pinned distribution (an extra is not a package).
+_RESOLVED = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==\S+$")
+
+
+def resolved_packages(output: str) -> frozenset[str] | None:
+    """The packages (canonical names) of a resolve_command's output; None when a line is not a pin
+    (a URL, an extra, words): what it says is then not known to be only packages."""
+    names = set()
+    for line in output.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = _RESOLVED.match(line)
+        if m is None:
+            return None
+        names.add(canonical_name(m["name"]))
+    return frozenset(names) or None
 
 
 # uv's words for the simplest conflict: one pin's own requirement excludes another pin.
@@ -210,6 +310,27 @@ def uv_commands(cell: Cell, spec: Spec, uv: str, python: str, find_links: list[s
         verb, *opts = step.args
         out.append([uv, "pip", verb, *(["--offline"] if offline else []), "--python", python, *opts])
     return out
+
+
+def resolve_command(cell: Cell, spec: Spec, uv: str, python: str, find_links: list[str], pin: str, *,
+                    index_in_config: bool = False) -> list[str]:
+    """uv resolving one pin of the cell alone, online, for `python`, with the options of the cell's
+    installs, installing nothing (`uv pip compile`): its output, on stdout, is every package that
+    pin brings, pinned (RunInstalls.install's `resolve`). A shell line: the requirement goes to
+    uv on its standard input, which both backends close."""
+    opts = options(spec, find_links, index_in_config=index_in_config) + source_options(cell, spec)
+    compile_ = [uv, "pip", "compile", "--quiet", "--no-header", "--no-annotate", "--python", python, *opts, "-"]
+    return ["sh", "-c", f"printf '%s\\n' {shlex.quote(pin)} | {shlex.join(compile_)}"]
+
+
+def resolve_said(argv: list[str], exit_code: int | None, stdout: str, stderr: str, log: list[str]) -> str | None:
+    """A resolve_command's output when it worked, else None; the cell's install log has the command
+    either way, and uv's words when it did not (the cell then installs as it would without)."""
+    log.append("$ " + argv[-1] + "\n")
+    if exit_code != 0:
+        log.append(f"# resolving online failed (exit code {exit_code}): installing as without it\n{stderr}")
+        return None
+    return stdout
 
 
 def options(spec: Spec, find_links: list[str], *, index_in_config: bool = False) -> list[str]:

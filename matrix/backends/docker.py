@@ -599,6 +599,16 @@ class DockerBackend:
                 fingerprint.append(printed.strip())
         return None
 
+    def _resolve(self, bench: str, cell: Cell, pin: str, env: dict[str, str], log: list[str]) -> str | None:
+        """uv's online resolve of one pin of the cell, in the workbench (install.resolve_command)."""
+        base = self.spec.base(cell.base)
+        argv = install.resolve_command(cell, self.spec, dockerfile.UV, base.image_python,
+                                       dockerfile.find_links(cell, self.spec), pin,
+                                       index_in_config=install.has_credentials(self.spec))
+        self._check()
+        done = self.engine.exec(bench, argv, env)
+        return install.resolve_said(argv, done.exit_code, done.stdout, done.stderr, log)
+
     def _run(self, cell: Cell, log_dir: Path, record: Record, venv: str) -> Verdict:
         base_error = self._base_error(cell.base)
         if base_error:
@@ -619,7 +629,8 @@ class DockerBackend:
                     failed = self.installs.install(
                         cell, lambda offline: self._install(bench, cell, venv, env, log, offline=offline,
                                                             fingerprint=printed),
-                        lambda: self.engine.exec(bench, ["rm", "-rf", venv]), log)
+                        lambda: self.engine.exec(bench, ["rm", "-rf", venv]), log,
+                        resolve=lambda pin: self._resolve(bench, cell, pin, env, log))
                     if failed is not None:
                         return failed
                 finally:

@@ -189,9 +189,16 @@ class VenvBackend:
             config.write_text(install.uv_toml(self.spec, list(self.spec.install.find_links)), encoding="utf-8")
             env["UV_CONFIG_FILE"] = str(config)
         try:
+            def resolve(pin: str) -> str | None:
+                argv = install.resolve_command(cell, self.spec, self.uv, found.path, list(self.spec.install.find_links),
+                                               pin, index_in_config=secret)
+                done = self._proc(argv, env, work, _INSTALL_TIMEOUT_S)
+                shown = [*argv[:-1], argv[-1].replace(shlex.quote(self.uv), "uv")]  # uv by its name, as _install
+                return install.resolve_said(shown, done.exit_code, done.stdout, done.stderr, log)
+
             failed = self.installs.install(
                 cell, lambda offline: self._install(commands(offline), env, work, log),
-                lambda: shutil.rmtree(venv, ignore_errors=True), log)
+                lambda: shutil.rmtree(venv, ignore_errors=True), log, resolve=resolve)
             if failed is not None:
                 return failed
         finally:

@@ -346,6 +346,129 @@ def test_a_pin_the_run_found_without_a_wheel_on_a_base_settles_offline_there() -
     assert not installs._settled_offline(missing, layered)
 
 
+# What uv's online resolve of one pin alone prints (install.resolve_command), by pin.
+BRINGS = {"numpy==1.0": "numpy==1.0\n", "numpy==3.0": "numpy==3.0\n", "scipy==2.0": "numpy==1.5\nscipy==2.0\n",
+          "torch==2.0": "filelock==3.0\nnumpy==3.0\ntorch==2.0\n"}
+
+
+class Resolver:
+    """A backend's `resolve`: BRINGS, each pin's resolves counted."""
+
+    def __init__(self, said: dict[str, str | None] | None = None) -> None:
+        self.said = BRINGS if said is None else said
+        self.asked: list[str] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, pin: str) -> str | None:
+        with self.lock:
+            self.asked.append(pin)
+        return self.said[pin]
+
+
+def test_a_cell_whose_pins_bring_only_packages_it_pins_installs_offline_at_once_without_waiting() -> None:
+    from matrix.classify import Verdict
+    from matrix.install import RunInstalls
+
+    installs = RunInstalls()
+    resolve = Resolver()
+    a = Cell("b", "together", (("numpy", "1.0"), ("scipy", "2.0")))
+    b = Cell("b", "layered", (("numpy", "1.0"), ("scipy", "2.0")))
+    tried: list[tuple[str, bool]] = []
+    first_in, release = threading.Event(), threading.Event()
+
+    def attempt(name: str) -> Callable[[bool], Verdict | None]:
+        def go(offline: bool) -> Verdict | None:
+            tried.append((name, offline))
+            if name == "a":
+                first_in.set()
+                assert release.wait(10)
+            return None
+        return go
+
+    log: list[str] = []
+    first = threading.Thread(target=installs.install, args=(a, attempt("a"), list, log), kwargs={"resolve": resolve})
+    first.start()
+    assert first_in.wait(10)
+    # a's first install of numpy 1.0 and scipy 2.0 is under way, and b needs neither to be through:
+    assert installs.install(b, attempt("b"), list, log, resolve=resolve) is None
+    release.set()
+    first.join(10)
+    assert sorted(tried) == [("a", True), ("b", True)]  # offline, both, side by side
+    assert sorted(resolve.asked) == ["numpy==1.0", "scipy==2.0"]  # once each in the run, whoever needs it
+    assert "every package the pins bring is pinned here" in log[0]
+    # A cell on another base: its pins are resolved there again (another interpreter)
+    installs.install(Cell("c", "together", (("numpy", "1.0"),)), attempt("c"), list, log, resolve=resolve)
+    assert resolve.asked[-1] == "numpy==1.0" and tried[-1] == ("c", True)
+
+
+def test_a_pin_that_brings_a_package_the_cell_does_not_pin_keeps_the_cell_on_the_online_way() -> None:
+    """torch brings filelock: offline, an older filelock than online could stay in the venv."""
+    from matrix.classify import Verdict
+    from matrix.install import RunInstalls
+
+    installs = RunInstalls()
+    tried: list[bool] = []
+
+    def attempt(offline: bool) -> Verdict | None:
+        tried.append(offline)
+        return None
+
+    torch = Cell("b", "layered", (("numpy", "3.0"), ("torch", "2.0")))
+    assert installs.install(torch, attempt, list, [], resolve=Resolver()) is None
+    assert tried == [False]  # new to the run: online
+    # A resolve that failed, or said what is not only pins, is not known: as without one.
+    for said in (None, "numpy==3.0\nmylib @ https://example.invalid/mylib.whl\n"):
+        installs = RunInstalls()
+        assert installs.install(Cell("b", "together", (("numpy", "3.0"),)), attempt, list, [],
+                                resolve=Resolver({"numpy==3.0": said})) is None
+        assert tried[-1] is False
+    # An override cell is never resolved (its overrides change what the pins bring).
+    resolve = Resolver()
+    installs.install(Cell("b", "override", (("numpy", "1.0"), ("scipy", "2.0"))), attempt, list, [], resolve=resolve)
+    assert resolve.asked == [] and tried[-1] is False
+
+
+def test_offline_wanting_on_that_way_goes_online_and_a_conflict_of_the_pins_is_settled_offline() -> None:
+    from matrix.classify import Verdict
+    from matrix.install import RunInstalls
+
+    installs = RunInstalls()
+    tried: list[str] = []
+    log: list[str] = []
+    missing = Verdict(Outcome.RESOLVE_CONFLICT, "Because numpy==3.0 needs to be downloaded from a registry and you "
+                                                "require numpy==3.0, we can conclude that your requirements are "
+                                                "unsatisfiable.")
+    cell = Cell("b", "together", (("numpy", "3.0"),))
+    assert installs.install(cell, lambda offline: tried.append(str(offline)) or (missing if offline else None),
+                            lambda: tried.append("start over"), log, resolve=Resolver()) is None
+    assert tried == ["True", "start over", "False"] and "online" in log[-1]
+    conflict = Verdict(Outcome.RESOLVE_CONFLICT, "Because scipy==2.0 depends on numpy<2 and you require numpy==3.0, "
+                                                 "we can conclude that your requirements and scipy==2.0 are "
+                                                 "incompatible.")
+    both = Cell("b", "together", (("numpy", "3.0"), ("scipy", "2.0")))
+    del tried[:]
+    assert installs.install(both, lambda offline: tried.append(str(offline)) or conflict, list, log,
+                            resolve=Resolver()) is conflict
+    assert tried == ["True"] and "as online" in log[-1]
+
+
+def test_the_pins_of_a_cell_are_resolved_side_by_side() -> None:
+    """Each resolve mostly waits on the index: a cell's two pins resolve at the same time (each
+    waits here for the other to have started, and fails when it does not)."""
+    from matrix.install import RunInstalls
+
+    both = threading.Barrier(2, timeout=5)
+
+    def resolve(pin: str) -> str | None:
+        both.wait()
+        return BRINGS[pin]
+
+    tried: list[bool] = []
+    cell = Cell("b", "together", (("numpy", "1.0"), ("scipy", "2.0")))
+    assert RunInstalls().install(cell, lambda offline: tried.append(offline), list, [], resolve=resolve) is None
+    assert tried == [True]
+
+
 CELLS4 = tuple(Cell("b", "together", (("numpy", v),)) for v in ("1.0", "2.0", "3.0", "4.0"))
 
 
