@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shlex
+import socket
 import subprocess
 import sys
 import threading
@@ -765,3 +766,51 @@ def test_state_describes_how_a_container_ended(code: int | None) -> None:
     st = ContainerState(False, 137, logs="one\ntwo\n")
     assert st.describe() == "exit code 137, killed by SIGKILL; last output: two"
     assert "out of memory" in ContainerState(False, code, oom_killed=True).describe()
+
+
+@pytest.mark.parametrize(("answer", "got"), [
+    (b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: 17\r\n\r\n{\"Version\": \"1\"}\n",
+     (200, {"Version": "1"})),
+    (b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\n\r\nno such image", (404, b"no such image")),
+    (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nOK and more", (200, b"OK")),
+    (b"HTTP/1.0 500 Server Error\r\n\r\nbroken", "answered 500"),
+    (b"SSH-2.0-OpenSSH\r\n\r\n", "not an HTTP answer"),
+    (b"HTTP/1.0 200 OK\r\nContent-Length: 10\r\n\r\nshort", "cut short"),
+    (b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nOK\r\n0\r\n\r\n", "chunked"),
+    (b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{not json", "GET /version"),
+    (b"HTTP/1.0 200 OK\r\nno header here\r\n\r\n", "not an HTTP header"),
+    (b"", "not an HTTP answer"),
+])
+def test_the_engines_socket_is_read_as_http_and_anything_else_is_a_fault(tmp_path: Path, answer: bytes,
+                                                                        got: object) -> None:
+    """The unchanged re-run's GETs to the engine's socket (engine._Socket, HTTP/1.0 by hand): its
+    answers read, and an answer that is not one an EngineFault."""
+    from matrix.backends.engine import _Socket
+
+    path = str(tmp_path / "engine.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    asked: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(4096)
+            asked.append(request)
+            conn.sendall(answer)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        if isinstance(got, str):
+            with pytest.raises(EngineFault, match=got):
+                _Socket(path).get("/version", all="1")
+        else:
+            assert _Socket(path).get("/version", all="1") == got
+    finally:
+        thread.join(10)
+        server.close()
+    assert asked == [b"GET /version?all=1 HTTP/1.0\r\nHost: localhost\r\n\r\n"]
