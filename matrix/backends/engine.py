@@ -225,8 +225,8 @@ def _http_answer(answer: bytes) -> tuple[int, dict[str, str], bytes]:
         raise ValueError(f"not an HTTP answer: {answer[:80]!r}")
     status_line, *lines = head.decode("latin-1").split("\r\n")
     version, _, rest = status_line.partition(" ")
-    status = rest[:3]
-    if not version.startswith("HTTP/1.") or not status.isdigit():
+    status = rest.partition(" ")[0]
+    if not version.startswith("HTTP/1.") or len(status) != 3 or not status.isdigit():
         raise ValueError(f"not an HTTP answer: {status_line[:80]!r}")
     headers = {}
     for line in lines:

@@ -775,6 +775,7 @@ def test_state_describes_how_a_container_ended(code: int | None) -> None:
     (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nOK and more", (200, b"OK")),
     (b"HTTP/1.0 500 Server Error\r\n\r\nbroken", "answered 500"),
     (b"SSH-2.0-OpenSSH\r\n\r\n", "not an HTTP answer"),
+    (b"HTTP/1.0 2000 OK\r\n\r\n", "not an HTTP answer"),
     (b"HTTP/1.0 200 OK\r\nContent-Length: 10\r\n\r\nshort", "cut short"),
     (b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nOK\r\n0\r\n\r\n", "chunked"),
     (b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{not json", "GET /version"),
