@@ -62,12 +62,10 @@ class Agent:
         self.running = {}  # pid → its Popen, from its start until it has been waited for
 
     def answer(self, head, *parts):
+        """Write an answer whole: answers of commands that end together never interleave."""
         with self.lock:
-            self._write(head, *parts)
-
-    def _write(self, head, *parts):
-        self.out.write(head.encode("utf-8") + b"\n" + b"".join(parts))
-        self.out.flush()
+            self.out.write(head.encode("utf-8") + b"\n" + b"".join(parts))
+            self.out.flush()
 
     def start(self, rid, argv, env):
         """Run the request's command on a thread of its own; its answer comes when it is through."""
@@ -85,7 +83,7 @@ class Agent:
     def _run(self, argv, env):
         """The command's exit code, stdout and stderr. Its output is read while it runs, to the end
         (or, when something it left behind holds its output open, for DRAIN_S after it ended)."""
-        with self.lock:  # started and known as ours before reap() can look at its children
+        with self.lock:  # started and known as ours before _reap() can look at its children
             try:
                 proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, start_new_session=True)
