@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -30,9 +30,10 @@ STDOUT, STDERR = 1, 2
 class Live:
     """The real agent in a process of its own, its stdin and stdout pipes of this test's."""
 
-    def __init__(self, **env: str) -> None:
+    def __init__(self, preexec_fn: Callable[[], None] | None = None, **env: str) -> None:
         self.proc = subprocess.Popen([sys.executable, "-I", str(probes_dir() / "_workbench.py")],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**os.environ, **env})
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**os.environ, **env},
+                                     preexec_fn=preexec_fn)
 
     def ask(self, request: dict[str, object] | bytes) -> tuple[list[bytes], bytes]:
         """The answer's header (split) and the bytes after it."""
@@ -141,10 +142,8 @@ def test_the_agent_reaps_orphans_and_each_command_keeps_its_own_status() -> None
     take a command's status from the thread waiting for it, which would then read 0: the agent
     reaps only dead children that are no command under way. That race is too narrow for a test
     to force; this one fails when orphans are not reaped.)"""
-    proc = subprocess.Popen([sys.executable, "-I", str(probes_dir() / "_workbench.py")], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, preexec_fn=_subreaper)
-    agent = Live.__new__(Live)
-    agent.proc = proc
+    agent = Live(preexec_fn=_subreaper)
+    proc = agent.proc
     try:
         n = 24
         for i in range(n):  # each leaves an orphan that dies a moment later, while others still run
