@@ -18,6 +18,7 @@ import secrets
 import socket
 import struct
 import threading
+from typing import NoReturn
 
 _FRAME = struct.Struct(">BxxxL")
 _STDOUT, _STDERR = 1, 2
@@ -107,7 +108,7 @@ class Agent:
         except OSError as e:  # socket.timeout included
             self._lose(e)
 
-    def _lose(self, e: OSError) -> None:
+    def _lose(self, e: OSError) -> NoReturn:
         why = f"no answer for {self.silence_s:.0f} s" if isinstance(e, socket.timeout) else str(e)
         with self._state:
             self._lost = self._lost or f"the workbench's agent was lost: {why}"

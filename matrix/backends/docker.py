@@ -146,7 +146,6 @@ class _Base:
         self.bench_lock = threading.Lock()  # held while the workbench is started, or wheels copied in
         self.bench = ""  # the workbench up now, "" when none is (not yet, or its agent was lost)
         self.benches = 0  # workbenches started for the base in this run
-        self.starting = False  # one is being started
         self.wheels: set[str] = set()  # the local wheels copied into the workbench up now
         self.users = 0  # cells in the workbench now
         self.most = 0  # the most cells that have been in it at once (a prober started ahead for each)
@@ -514,25 +513,22 @@ class DockerBackend:
             b.users += 1
             ahead = b.users > b.most
             b.most = max(b.most, b.users)
-            if ahead and (b.bench or b.starting):
+            if ahead and (b.bench or b.bench_lock.locked()):  # up, or another cell is starting it
                 ahead = False
                 self._probers_locked(b, base).prestart()
         try:
             with b.bench_lock:
                 bench = b.bench
                 if not bench:
-                    with b.lock:
-                        b.starting = True
                     try:
                         self._check()
                         bench = self._start_bench(b, base, first=not b.benches)
                     finally:
                         self._settled.set()
+                    if bench:
                         with b.lock:
-                            b.starting = False
-                            if bench:
-                                b.bench, b.wheels = bench, set()
-                                b.benches += 1
+                            b.bench, b.wheels = bench, set()
+                            b.benches += 1
                     if not bench:
                         raise _NoPython()
                 if ahead:  # this worker's prober starts while its first cell installs
