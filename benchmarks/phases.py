@@ -4,7 +4,9 @@ Runs `python -m matrix ARGS...` in this process with the docker backend's steps 
 cell, its prefix and workbench, its resolves, installs and probe run, and every call into the
 engine), then prints each step as a line to stderr, by thread and start time, and the run's
 three parts: from the start to the first install, the cells, and from the last cell to the
-exit. It is a tool for reading one run, not a benchmark: its wrappers cost a little time too.
+exit. Times count from when the backend's modules are loaded (the interpreter's start and those
+imports, ~0.1 s, come before). It is a tool for reading one run, not a benchmark: its wrappers
+cost a little time too.
 """
 
 from __future__ import annotations
