@@ -541,7 +541,7 @@ class DockerBackend:
         except AgentGone:
             # It runs nothing more: the cells now in it fail alike, the next one starts a new one.
             with b.lock:
-                gone = b.bench == bench
+                gone = bool(bench) and b.bench == bench  # ("": lost while being started, never up)
                 if gone:
                     b.bench = ""
             if gone and not self.keep:

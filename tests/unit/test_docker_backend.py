@@ -533,6 +533,16 @@ def test_a_workbench_whose_agent_is_gone_is_replaced_for_the_next_cell(make_spec
     assert "rm -rf /opt/compat-matrix/cache/venvs/run1" in engine.execs[-1][0][-1]  # in the new one
 
 
+def test_an_agent_lost_while_its_workbench_is_set_up_removes_no_other(make_spec, tmp_path: Path) -> None:
+    """The set-up's agent is lost with the container still running: the cell is infra, and no
+    workbench was up to be taken for the lost one (the run's label sweep removes the new one)."""
+    engine = FakeEngine(setup=AgentGone("running sh in bench1: the workbench's agent announced 1 + 99999999999 bytes"))
+    backend = DockerBackend(engine, make_spec(MATRIX), "run1")
+    rec = backend.run_cell(CELL, logs(tmp_path, "cell"))
+    assert rec.outcome is Outcome.INFRA_ERROR and "announced" in rec.error
+    assert engine.gone == []
+
+
 def test_a_python_killed_during_set_up_is_infra_a_python_that_fails_is_the_bases(make_spec, tmp_path: Path) -> None:
     # The workbench's command passes a signal's status (128 + N) through; a Python that ran and
     # failed ends it with 3 before its agent could answer the set-up.
